@@ -1,0 +1,139 @@
+"""AWS session and client, built once.
+
+Credentials come only from botocore's default chain (env, shared profile, web
+identity/IRSA, ECS container, EC2 IMDSv2). With ``aws.role_arn`` the agent
+assumes that role through botocore's own ``AssumeRoleCredentialFetcher`` and
+``DeferredRefreshableCredentials``, which refresh before expiry; nothing here
+refreshes credentials by hand.
+
+boto3 clients are thread-safe and sessions are not, so one client is created
+here and shared by the bounded thread pool in which every call runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import (
+    AssumeRoleCredentialFetcher,
+    CredentialProvider,
+    Credentials,
+    DeferredRefreshableCredentials,
+)
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+from agent.config import AwsSettings
+from agent.errors import CredentialsError
+
+# Upstream HTTP pool: enough for prefetch batches and concurrent misses; the
+# thread pool in source.py is sized to match.
+MAX_POOL_CONNECTIONS = 10
+CONNECT_TIMEOUT_SECONDS = 3
+READ_TIMEOUT_SECONDS = 10
+# botocore standard retry mode: exponential backoff with jitter, retry quota.
+MAX_ATTEMPTS = 3
+ROLE_SESSION_NAME = "secrets-agent"
+
+
+class _AssumeRoleProvider(CredentialProvider):
+    """Puts botocore's refreshing assume-role credentials first in the chain."""
+
+    METHOD = "assume-role"
+    CANONICAL_NAME = "secrets-agent-assume-role"
+
+    def __init__(self, fetcher: AssumeRoleCredentialFetcher) -> None:
+        self._fetcher = fetcher
+
+    def load(self) -> Credentials:
+        return DeferredRefreshableCredentials(method=self.METHOD, refresh_using=self._fetcher.fetch_credentials)
+
+
+@dataclass
+class AwsClients:
+    """The shared clients the agent uses."""
+
+    secretsmanager: Any
+    sts: Any
+    region: str
+
+
+def client_config() -> Config:
+    """botocore client config: standard retries, bounded pool, finite timeouts."""
+    return Config(
+        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        max_pool_connections=MAX_POOL_CONNECTIONS,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+        user_agent_extra="secrets-agent",
+    )
+
+
+def build_clients(settings: AwsSettings) -> AwsClients:
+    """Create the boto3 session and the clients; no network call is made here.
+
+    ``endpoint_url`` from settings wins; otherwise botocore honours the standard
+    ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_SECRETS_MANAGER`` variables itself.
+    """
+    core = botocore.session.get_session()
+    if settings.region:
+        core.set_config_variable("region", settings.region)
+    config = client_config()
+    endpoint: dict[str, Any] = {"endpoint_url": settings.endpoint_url} if settings.endpoint_url else {}
+
+    if settings.role_arn:
+        # The source identity for AssumeRole is whatever the default chain finds.
+        source_session = botocore.session.get_session()
+        if settings.region:
+            source_session.set_config_variable("region", settings.region)
+        source_credentials = source_session.get_credentials()
+        if source_credentials is None:
+            raise CredentialsError(
+                "no AWS credentials found to assume aws.role_arn with "
+                "(checked env, shared profile, web identity, container and instance metadata)"
+            )
+
+        def create_sts_client(service_name: str, **kwargs: Any) -> Any:
+            kwargs.update(endpoint)
+            return source_session.create_client(service_name, config=config, **kwargs)
+
+        fetcher = AssumeRoleCredentialFetcher(
+            client_creator=create_sts_client,
+            source_credentials=source_credentials,
+            role_arn=settings.role_arn,
+            extra_args={"RoleSessionName": ROLE_SESSION_NAME},
+        )
+        core.get_component("credential_provider").insert_before("env", _AssumeRoleProvider(fetcher))
+
+    session = boto3.session.Session(botocore_session=core)
+    try:
+        secretsmanager = session.client("secretsmanager", config=config, **endpoint)
+        sts = session.client("sts", config=config, **endpoint)
+    except NoRegionError as exc:
+        raise CredentialsError("no AWS region: set aws.region, AWS_REGION or AWS_DEFAULT_REGION") from exc
+    return AwsClients(secretsmanager=secretsmanager, sts=sts, region=secretsmanager.meta.region_name)
+
+
+def caller_identity(clients: AwsClients) -> dict[str, str]:
+    """STS GetCallerIdentity; raises :class:`CredentialsError` with a clear reason.
+
+    Blocking: call it from a worker thread.
+    """
+    try:
+        reply = clients.sts.get_caller_identity()
+    except NoCredentialsError as exc:
+        raise CredentialsError(
+            "no AWS credentials found (checked env, shared profile, web identity, "
+            "container and instance metadata); give the agent a role or set credentials"
+        ) from exc
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise CredentialsError(
+            f"AWS rejected the agent's credentials: {error.get('Code', 'Unknown')}: {error.get('Message', '')}"
+        ) from exc
+    except BotoCoreError as exc:
+        raise CredentialsError(f"could not verify AWS credentials: {exc}") from exc
+    return {"account": reply.get("Account", ""), "arn": reply.get("Arn", "")}

@@ -1,0 +1,134 @@
+"""Command line: ``secrets-agent {run,check-config,demo}``.
+
+Exit codes scripts can rely on:
+
+====  =====================================================
+0     clean exit (or configuration valid)
+1     unexpected failure
+2     invalid configuration or usage (every problem listed)
+3     AWS credentials missing or rejected
+4     a listener could not be opened (port taken, socket in use)
+====  =====================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from agent import log as agent_log
+from agent.config import Settings, load_settings
+from agent.errors import AgentError, ConfigError, CredentialsError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_CREDENTIALS = 3
+EXIT_LISTENER = 4
+
+# CLI flag → dotted config key. CLI beats env beats file beats defaults.
+_FLAG_KEYS = {
+    "http_host": "server.http_host",
+    "http_port": "server.http_port",
+    "unix_socket": "server.unix_socket",
+    "region": "aws.region",
+    "endpoint_url": "aws.endpoint_url",
+    "role_arn": "aws.role_arn",
+    "log_level": "log.level",
+    "log_format": "log.format",
+}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", metavar="FILE", help="TOML config file (or SECRETS_AGENT_CONFIG)")
+    parser.add_argument("--http-host", metavar="HOST", help="TCP listen address (server.http_host)")
+    parser.add_argument("--http-port", metavar="PORT", help="TCP port (server.http_port, default 2773)")
+    parser.add_argument("--unix-socket", metavar="PATH", help="also listen on this Unix socket")
+    parser.add_argument("--region", help="AWS region (aws.region)")
+    parser.add_argument("--endpoint-url", metavar="URL", help="Secrets Manager/STS endpoint (aws.endpoint_url)")
+    parser.add_argument("--role-arn", metavar="ARN", help="IAM role to assume (aws.role_arn)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", choices=["json", "console"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="secrets-agent",
+        description="Secrets Manager sidecar agent: caches secrets and serves them on loopback.",
+    )
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the agent (default)")
+    _add_config_flags(run)
+    check = sub.add_parser("check-config", help="validate the configuration and exit")
+    _add_config_flags(check)
+    demo = sub.add_parser("demo", help="run the agent against a local moto server with sample secrets")
+    demo.add_argument("--port", type=int, default=2773, help="agent TCP port (default 2773)")
+    demo.add_argument("--rotate-seconds", type=float, default=30.0, help="rotate demo/api-key this often")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items()}
+    return load_settings(args.config, overrides=overrides, stdout_is_tty=sys.stdout.isatty())
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    for warning in settings.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    server = settings.server
+    print(f"configuration OK ({settings.source or 'defaults and environment'})")
+    listeners = f"{server.http_host}:{server.http_port}"
+    if server.unix_socket:
+        listeners += f" and {server.unix_socket}"
+    print(f"  listens on {listeners}")
+    print(f"  token from {settings.auth.token.kind}:{settings.auth.token.location}")
+    prefetch = settings.prefetch
+    print(f"  prefetch: {len(prefetch.secrets)} ids, {len(prefetch.name_prefixes)} prefixes, {len(prefetch.tags)} tags")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.runner import run  # imported late: check-config must not need uvloop/boto3 set up
+
+    settings = _settings(args)
+    agent_log.configure(settings.log.level, settings.log.format)
+    run(settings)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``secrets-agent`` and ``python -m agent``; returns the exit code."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if not words or words[0] not in ("run", "check-config", "demo", "-h", "--help"):
+        words.insert(0, "run")  # `secrets-agent --config F` means `secrets-agent run --config F`
+    args = build_parser().parse_args(words)
+    command = args.command
+    try:
+        if command == "check-config":
+            return _check_config(args)
+        if command == "demo":
+            from agent.demo import run_demo
+
+            return run_demo(port=args.port, rotate_seconds=args.rotate_seconds)
+        return _run(args)
+    except ConfigError as exc:
+        print(f"secrets-agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except CredentialsError as exc:
+        print(f"secrets-agent: AWS credentials: {exc}", file=sys.stderr)
+        return EXIT_CREDENTIALS
+    except AgentError as exc:
+        from agent.runner import ListenerError
+
+        print(f"secrets-agent: {exc}", file=sys.stderr)
+        return EXIT_LISTENER if isinstance(exc, ListenerError) else EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

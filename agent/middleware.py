@@ -1,0 +1,172 @@
+"""Request pipeline: observe (id, timing, errors, log line, metrics) then guard.
+
+Guard order follows AWS's agent, so clients see the same refusals:
+
+1. connection limit  → 429 (connection opened while ``max_connections`` were open)
+2. ``X-Forwarded-For`` → 400 (the request came through a proxy: possible SSRF)
+3. token              → 403 (missing and wrong look the same)
+4. method not GET     → 405
+5. unknown path       → 404 (raised by routing, rendered here)
+
+``/ping``, ``/healthz`` and ``/readyz`` skip step 3 (and ``/metrics`` when
+configured public); they reveal nothing about secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from agent.access import Authenticator
+from agent.errors import (
+    AgentError,
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    TooManyConnections,
+)
+from agent.log import get_logger
+from agent.metrics import Metrics
+
+log = get_logger("agent.access_log")
+
+CLIENT_KEY = web.RequestKey("client", str)
+SECRET_ID_KEY = web.RequestKey("secret_id", str)
+CACHE_KEY = web.RequestKey("cache", str)
+ALWAYS_PUBLIC = frozenset({"/ping", "/healthz", "/readyz"})
+
+
+class ConnectionLimiter:
+    """Counts open connections across both listeners; marks those opened over the limit.
+
+    aiohttp exposes no connection hook, so :meth:`install` wraps the server's
+    ``connection_made``/``connection_lost`` on the instance; both stay O(1).
+    """
+
+    def __init__(self, max_connections: int) -> None:
+        self.max_connections = max_connections
+        self.open = 0
+        self._over: set[Any] = set()
+
+    def install(self, server: web.Server) -> None:
+        """Start counting connections of ``server`` (call once, before sites start)."""
+        made, lost = server.connection_made, server.connection_lost
+
+        def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+            if self.open >= self.max_connections:
+                self._over.add(handler)
+            self.open += 1
+            made(handler, transport)
+
+        def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+            self.open -= 1
+            self._over.discard(handler)
+            lost(handler, exc)
+
+        server.connection_made = connection_made  # type: ignore[method-assign]
+        server.connection_lost = connection_lost  # type: ignore[method-assign]
+
+    def over_limit(self, request: web.Request) -> bool:
+        """True when the request's connection was opened past the limit."""
+        return bool(self._over) and request.protocol in self._over
+
+
+def error_response(error: AgentError, *, close: bool = False) -> web.Response:
+    """The AWS-style error body ``{"__type": code, "message": text}``."""
+    body = json.dumps({"__type": error.code, "message": error.message}).encode()
+    headers = {"Connection": "close"} if close else None
+    return web.Response(status=error.status, body=body, content_type="application/json", headers=headers)
+
+
+def _from_http_exception(exc: web.HTTPException) -> AgentError:
+    if exc.status == 404:
+        return NotFound("not found")
+    if exc.status == 405:
+        return MethodNotAllowed("only GET is allowed")
+    error = AgentError(exc.reason)
+    error.status = exc.status
+    error.code = "InvalidRequestException" if exc.status < 500 else "InternalFailure"
+    return error
+
+
+def _listener(request: web.Request) -> str:
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport else None
+    return "unix" if isinstance(sockname, str | bytes) else "tcp"
+
+
+def observe_middleware(metrics: Metrics) -> Any:
+    """Outermost: request id, error rendering, one log line and metrics per request."""
+
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        error: AgentError | None = None
+        try:
+            response = await handler(request)
+        except AgentError as exc:
+            error = exc
+            response = error_response(exc, close=isinstance(exc, TooManyConnections))
+        except web.HTTPException as exc:
+            error = _from_http_exception(exc)
+            response = error_response(error)
+        except Exception:
+            log.exception("request_failed", path=request.path)
+            error = AgentError("internal error")
+            response = error_response(error)
+        response.headers["X-Request-Id"] = request_id
+        route = request.match_info.route.name or "unknown"
+        elapsed = time.perf_counter() - started
+        metrics.requests.labels(route, str(response.status)).inc()
+        metrics.request_seconds.labels(route).observe(elapsed)
+        fields: dict[str, Any] = {
+            "method": request.method,
+            "route": route,
+            "status": response.status,
+            "latency_ms": round(elapsed * 1000, 3),
+            "listener": _listener(request),
+            "client": request.get(CLIENT_KEY, "-"),
+        }
+        if SECRET_ID_KEY in request:
+            fields["secret_id"] = request[SECRET_ID_KEY]
+        if CACHE_KEY in request:
+            fields["cache"] = request[CACHE_KEY]
+        if error is not None:
+            fields["error"] = error.code
+        log.info("request", **fields)
+        return response
+
+    return observe
+
+
+def guard_middleware(limiter: ConnectionLimiter, auth: Authenticator, *, metrics_public: bool) -> Any:
+    """The SSRF guard, in AWS's order (see module docstring)."""
+    public = ALWAYS_PUBLIC | ({"/metrics"} if metrics_public else set())
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if limiter.over_limit(request):
+            raise TooManyConnections("connection limit exceeded")
+        if "X-Forwarded-For" in request.headers:
+            raise BadRequest("requests with X-Forwarded-For are refused")
+        if request.path not in public:
+            client = auth.identify(request.headers)
+            if client is None:
+                raise Forbidden("missing or invalid token")
+            request[CLIENT_KEY] = client
+        if request.method != "GET":
+            raise MethodNotAllowed("only GET is allowed")
+        return await handler(request)
+
+    return guard

@@ -1,0 +1,196 @@
+"""The aiohttp application: routes, handlers and typed app state.
+
+Reads (AWS-agent compatible):
+
+- ``GET /secretsmanager/get?secretId=&versionId=&versionStage=&refreshNow=``
+- ``GET /v1/<secretId>`` (the id may contain ``/``), same query parameters
+
+Both answer with the GetSecretValue JSON shape. ``GET /value/<secretId>``
+answers with the value itself (``?field=KEY`` for one key of a JSON secret).
+Health: ``/ping``, ``/healthz``, ``/readyz``; ``/metrics`` for Prometheus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from agent.access import Authenticator
+from agent.cache import SecretCache
+from agent.errors import BadRequest, NotFound
+from agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from agent.metrics import Metrics
+from agent.middleware import (
+    CACHE_KEY,
+    SECRET_ID_KEY,
+    ConnectionLimiter,
+    guard_middleware,
+    observe_middleware,
+)
+from agent.refresher import Refresher
+from agent.types import SecretValue, Selector
+
+
+@dataclass
+class Components:
+    """What the handlers need; built by the runner (or a test) and handed in."""
+
+    cache: SecretCache
+    refresher: Refresher
+    auth: Authenticator
+    metrics: Metrics
+    limiter: ConnectionLimiter
+    metrics_public: bool = False
+
+
+COMPONENTS = web.AppKey("components", Components)
+
+_READ_PARAMS = frozenset({"versionId", "versionStage", "refreshNow"})
+
+
+def _single_params(request: web.Request, allowed: frozenset[str]) -> dict[str, str]:
+    """Query parameters as a dict; unknown or repeated ones are a 400 naming them."""
+    params: dict[str, str] = {}
+    for name, value in request.query.items():
+        if name not in allowed:
+            raise BadRequest(f"unknown query parameter: {name}")
+        if name in params:
+            raise BadRequest(f"query parameter given more than once: {name}")
+        params[name] = value
+    return params
+
+
+def _refresh_flag(params: dict[str, str]) -> bool:
+    raw = params.get("refreshNow")
+    if raw is None:
+        return False
+    low = raw.lower()
+    if low not in ("true", "false"):
+        raise BadRequest("refreshNow must be true or false")
+    return low == "true"
+
+
+def _selector(params: dict[str, str]) -> Selector:
+    version_id = params.get("versionId")
+    version_stage = params.get("versionStage")
+    if version_id == "":
+        raise BadRequest("versionId must not be empty")
+    if version_stage == "":
+        raise BadRequest("versionStage must not be empty")
+    return Selector(version_id=version_id, version_stage=version_stage)
+
+
+async def _read(request: web.Request, secret_id: str, params: dict[str, str]) -> SecretValue:
+    if not secret_id:
+        raise BadRequest("missing required parameter: secretId")
+    request[SECRET_ID_KEY] = secret_id
+    parts = request.app[COMPONENTS]
+    value, outcome = await parts.cache.get(secret_id, _selector(params), refresh=_refresh_flag(params))
+    request[CACHE_KEY] = outcome
+    return value
+
+
+def _json_response(value: SecretValue, outcome: str) -> web.Response:
+    return web.Response(body=value.wire_json, content_type="application/json", headers={"X-Cache": outcome})
+
+
+async def get_query(request: web.Request) -> web.Response:
+    """``/secretsmanager/get?secretId=...``: the Lambda-extension style read."""
+    params = _single_params(request, _READ_PARAMS | {"secretId"})
+    if "secretId" not in params:
+        raise BadRequest("missing required parameter: secretId")
+    value = await _read(request, params["secretId"], params)
+    return _json_response(value, request[CACHE_KEY])
+
+
+async def get_path(request: web.Request) -> web.Response:
+    """``/v1/<secretId>``: the path style read."""
+    params = _single_params(request, _READ_PARAMS)
+    value = await _read(request, request.match_info["secret_id"], params)
+    return _json_response(value, request[CACHE_KEY])
+
+
+async def get_value(request: web.Request) -> web.Response:
+    """``/value/<secretId>[?field=KEY]``: the value itself as the body."""
+    params = _single_params(request, _READ_PARAMS | {"field"})
+    value = await _read(request, request.match_info["secret_id"], params)
+    headers = {"X-Cache": request[CACHE_KEY]}
+    field = params.get("field")
+    if field is None:
+        if value.secret_binary is not None:
+            return web.Response(body=value.secret_binary, content_type="application/octet-stream", headers=headers)
+        return web.Response(text=value.secret_string or "", content_type="text/plain", headers=headers)
+    fields = value.json_fields
+    if fields is None:
+        raise BadRequest("secret is not a JSON object; ?field= needs one")
+    if field not in fields:
+        error = NotFound(f"secret has no field {field!r}")
+        error.code = "FieldNotFoundException"
+        raise error
+    item = fields[field]
+    text = item if isinstance(item, str) else json.dumps(item)
+    return web.Response(text=text, content_type="text/plain", headers=headers)
+
+
+async def ping(_request: web.Request) -> web.Response:
+    """AWS-agent health check."""
+    return web.Response(text="healthy")
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.Response(text="ok")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: prefetch has run to the end."""
+    if request.app[COMPONENTS].refresher.prefetched.is_set():
+        return web.Response(text="ready")
+    return web.Response(status=503, text="not ready: prefetch in progress")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition."""
+    parts = request.app[COMPONENTS]
+    parts.metrics.cache_entries.set(len(parts.cache))
+    response = web.Response(body=parts.metrics.render())
+    response.headers["Content-Type"] = METRICS_CONTENT_TYPE
+    return response
+
+
+def _prefetch_ctx(parts: Components) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def prefetch(_app: web.Application) -> AsyncIterator[None]:
+        # Start serving at once (misses fetch on demand); /readyz waits for this.
+        task = asyncio.create_task(parts.refresher.prefetch(), name="prefetch")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return prefetch
+
+
+def create_app(parts: Components) -> web.Application:
+    """Build the application around already-constructed components."""
+    app = web.Application(
+        middlewares=[
+            observe_middleware(parts.metrics),
+            guard_middleware(parts.limiter, parts.auth, metrics_public=parts.metrics_public),
+        ],
+        handler_args={"max_field_size": 8190},
+    )
+    app[COMPONENTS] = parts
+    app.router.add_get("/secretsmanager/get", get_query, name="get")
+    app.router.add_get("/v1/{secret_id:.+}", get_path, name="v1")
+    app.router.add_get("/value/{secret_id:.+}", get_value, name="value")
+    app.router.add_get("/ping", ping, name="ping")
+    app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/readyz", readyz, name="readyz")
+    app.router.add_get("/metrics", metrics, name="metrics")
+    app.cleanup_ctx.append(_prefetch_ctx(parts))
+    return app
