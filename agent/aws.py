@@ -33,9 +33,6 @@ from agent.errors import CredentialsError
 # thread pool in source.py is sized to match.
 MAX_POOL_CONNECTIONS = 10
 CONNECT_TIMEOUT_SECONDS = 3
-READ_TIMEOUT_SECONDS = 10
-# botocore standard retry mode: exponential backoff with jitter, retry quota.
-MAX_ATTEMPTS = 3
 ROLE_SESSION_NAME = "secrets-agent"
 
 
@@ -61,13 +58,13 @@ class AwsClients:
     region: str
 
 
-def client_config() -> Config:
-    """botocore client config: standard retries, bounded pool, finite timeouts."""
+def client_config(settings: AwsSettings) -> Config:
+    """botocore client config: standard retries (backoff with jitter), bounded pool, finite timeouts."""
     return Config(
-        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        retries={"mode": "standard", "max_attempts": settings.max_attempts},
         max_pool_connections=MAX_POOL_CONNECTIONS,
-        connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        read_timeout=READ_TIMEOUT_SECONDS,
+        connect_timeout=min(CONNECT_TIMEOUT_SECONDS, settings.read_timeout_seconds),
+        read_timeout=settings.read_timeout_seconds,
         user_agent_extra="secrets-agent",
     )
 
@@ -81,7 +78,7 @@ def build_clients(settings: AwsSettings) -> AwsClients:
     core = botocore.session.get_session()
     if settings.region:
         core.set_config_variable("region", settings.region)
-    config = client_config()
+    config = client_config(settings)
     endpoint: dict[str, Any] = {"endpoint_url": settings.endpoint_url} if settings.endpoint_url else {}
 
     if settings.role_arn:

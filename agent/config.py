@@ -38,6 +38,8 @@ TTL_RANGE = (0, 86_400)
 DEFAULT_MAX_ENTRIES = 1000
 MAX_ENTRIES_RANGE = (1, 1_000_000)
 TOKEN_FILE_MAX_MODE = 0o640
+DEFAULT_READ_TIMEOUT = 10
+DEFAULT_MAX_ATTEMPTS = 3  # botocore "standard" retry mode's own default
 
 Kind = Literal["str", "opt_str", "int", "bool", "mode", "str_list", "tags", "level", "format"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -70,6 +72,8 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "endpoint_url": _Key("opt_str", None),
         "role_arn": _Key("opt_str", None),
         "validate_credentials": _Key("bool", True),
+        "read_timeout_seconds": _Key("int", DEFAULT_READ_TIMEOUT, (1, 120)),
+        "max_attempts": _Key("int", DEFAULT_MAX_ATTEMPTS, (1, 10)),
     },
     "cache": {
         "ttl_seconds": _Key("int", DEFAULT_TTL_SECONDS, TTL_RANGE),
@@ -132,6 +136,8 @@ class AwsSettings:
     endpoint_url: str | None
     role_arn: str | None
     validate_credentials: bool
+    read_timeout_seconds: int = DEFAULT_READ_TIMEOUT
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,306 @@
+"""Shared fixtures: a real moto_server, a fault proxy, and the real agent (in-process or as a process).
+
+Every process or server a fixture starts, it stops: a leftover moto or agent
+could hang CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import boto3
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.config import load_settings
+from agent.emulator import MotoServer, free_port
+from agent.runner import Started, serve
+from tests.faultproxy import FaultProxy
+
+REGION = "us-east-1"
+TOKEN = "tok-" + secrets.token_hex(16)
+
+# Fake credentials for moto, and never probe instance metadata (a non-loopback
+# address) from a test; drop anything from the developer's shell that could
+# redirect or re-credential boto3.
+for _name in list(os.environ):
+    if _name.startswith(("AWS_", "SECRETS_AGENT_")):
+        del os.environ[_name]
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    }
+)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto(moto_server: MotoServer) -> MotoServer:
+    moto_server.reset()
+    return moto_server
+
+
+@pytest.fixture
+def sm(moto: MotoServer) -> Any:
+    return boto3.client("secretsmanager", region_name=REGION, endpoint_url=moto.url)
+
+
+@pytest.fixture
+async def proxy(moto: MotoServer) -> AsyncIterator[FaultProxy]:
+    fault_proxy = await FaultProxy(moto.url).start()
+    try:
+        yield fault_proxy
+    finally:
+        await fault_proxy.stop()
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short temp dir: Unix socket paths must fit in 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="sa-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class Reply:
+    """An HTTP reply, read whole."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
+
+
+class AgentHandle:
+    """Talks to a running agent over real TCP and the real Unix socket."""
+
+    def __init__(self, started: Started) -> None:
+        self.started = started
+        self.base = f"http://{started.tcp[0]}:{started.tcp[1]}"
+        self.tcp = aiohttp.ClientSession()
+        self.unix = (
+            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=started.unix_socket))
+            if started.unix_socket
+            else None
+        )
+
+    async def get(
+        self,
+        path: str,
+        *,
+        token: str | None = TOKEN,
+        headers: dict[str, str] | None = None,
+        unix: bool = False,
+        method: str = "GET",
+    ) -> Reply:
+        sent = dict(headers or {})
+        if token is not None:
+            sent.setdefault("X-Aws-Parameters-Secrets-Token", token)
+        session = self.unix if unix else self.tcp
+        assert session is not None
+        base = "http://localhost" if unix else self.base
+        async with session.request(method, base + path, headers=sent) as response:
+            return Reply(response.status, dict(response.headers), await response.read())
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        reply = await self.get("/metrics")
+        assert reply.status == 200, reply.text
+        total = 0.0
+        for family in text_string_to_metric_families(reply.text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+    async def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (await self.get("/readyz", token=None)).status == 200:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("agent did not become ready")
+
+    async def close(self) -> None:
+        await self.tcp.close()
+        if self.unix is not None:
+            await self.unix.close()
+
+
+AgentFactory = Callable[..., contextlib.AbstractAsyncContextManager[AgentHandle]]
+
+
+def agent_settings(endpoint: str, socket_dir: Path | None, **overrides: Any) -> Any:
+    """Settings for a test agent: free port, the test token, fast upstream timeouts."""
+    values: dict[str, Any] = {
+        "server.http_port": free_port(),
+        "aws.endpoint_url": endpoint,
+        "aws.region": REGION,
+        "aws.read_timeout_seconds": 2,
+        "aws.max_attempts": 1,
+        "log.format": "json",
+    }
+    if socket_dir is not None:
+        values["server.unix_socket"] = str(socket_dir / "agent.sock")
+    values.update({key.replace("__", "."): value for key, value in overrides.items()})
+    return load_settings(environ={"AWS_TOKEN": TOKEN}, overrides=values)
+
+
+@pytest.fixture
+def run_agent(short_tmp: Path) -> AgentFactory:
+    """Start the real agent (AppRunner, TCP + Unix socket) on this test's loop.
+
+    Call as ``async with run_agent(endpoint, cache__ttl_seconds=5) as agent:``;
+    ``section__key`` keyword arguments override settings.
+    """
+
+    @contextlib.asynccontextmanager
+    async def start(endpoint: str, *, unix: bool = True, **overrides: Any) -> AsyncIterator[AgentHandle]:
+        settings = agent_settings(endpoint, short_tmp if unix else None, **overrides)
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[Started] = loop.create_future()
+        task = asyncio.create_task(serve(settings, on_started=started.set_result, install_signals=False))
+        await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        if not started.done():
+            task.result()  # serve() failed before listening: raise its error here
+        handle = AgentHandle(started.result())
+        try:
+            yield handle
+        finally:
+            await handle.close()
+            handle.started.stop.set()
+            await task
+
+    return start
+
+
+class AgentProcess:
+    """``python -m agent`` as a real child process, its output captured line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agent", *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, needle: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if needle in line:
+                    return line
+            if self.process.poll() is not None:
+                self._reader.join(timeout=2)
+                raise AssertionError(f"process exited {self.process.returncode} before {needle!r}:\n{self.output}")
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} not seen within {timeout}s:\n{self.output}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self._reader.join(timeout=5)
+        return self.process.returncode
+
+
+@pytest.fixture
+def agent_process() -> Iterator[Callable[..., AgentProcess]]:
+    """Factory for agent child processes; all are stopped at teardown."""
+    started: list[AgentProcess] = []
+
+    def start(args: list[str], extra_env: dict[str, str] | None = None) -> AgentProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SECRETS_AGENT_")}
+        env["AWS_TOKEN"] = TOKEN
+        env.update(extra_env or {})
+        proc = AgentProcess(args, env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop(signal.SIGKILL)
+
+
+def run_cli(
+    args: list[str], extra_env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m agent ARGS`` to completion."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECRETS_AGENT_")}
+    env["AWS_TOKEN"] = TOKEN
+    env.update(extra_env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def agent_logging() -> None:
+    """Route the agent's structlog events through stdlib logging, so caplog sees them as dicts."""
+    from agent import log as agent_log
+
+    agent_log.configure("debug", "json")

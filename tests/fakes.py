@@ -1,0 +1,64 @@
+"""A fake :class:`~agent.source.SecretSource` for unit tests of cache logic only."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+
+from agent.errors import SecretNotFound, UpstreamError
+from agent.source import BatchResult, SecretMeta
+from agent.types import AWSCURRENT, Selector, SecretValue
+
+ARN_PREFIX = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
+
+
+class FakeSource:
+    """Secrets in a dict; counts calls; can be gated to hold calls in flight."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, SecretValue] = {}
+        self.calls: Counter[str] = Counter()
+        self.gate: asyncio.Event | None = None
+        self.fail_with: UpstreamError | None = None
+
+    def add(self, name: str, value: str, version: str = "v1") -> SecretValue:
+        secret = SecretValue(
+            arn=f"{ARN_PREFIX}{name}-AbCdEf",
+            name=name,
+            version_id=version,
+            version_stages=(AWSCURRENT,),
+            created_date=1700000000.0,
+            secret_string=value,
+        )
+        self.secrets[name] = secret
+        return secret
+
+    def _find(self, secret_id: str) -> SecretValue:
+        for secret in self.secrets.values():
+            if secret_id in (secret.name, secret.arn, secret.arn[:-7]):
+                return secret
+        raise SecretNotFound("Secrets Manager can't find the specified secret.")
+
+    async def get_secret_value(self, secret_id: str, selector: Selector) -> SecretValue:
+        self.calls[secret_id] += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        return self._find(secret_id)
+
+    async def batch_get(self, secret_ids: Sequence[str]) -> BatchResult:
+        result = BatchResult()
+        for secret_id in secret_ids:
+            try:
+                result.values.append(self._find(secret_id))
+            except UpstreamError as exc:
+                result.errors[secret_id] = exc
+        return result
+
+    async def list_secrets(self, name_prefixes: Sequence[str] = (), tag_keys: Sequence[str] = ()) -> list[SecretMeta]:
+        return [SecretMeta(arn=s.arn, name=s.name) for s in self.secrets.values()]
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,129 @@
+"""A small fault-injecting HTTP proxy for tests: agent → proxy → moto_server.
+
+It forwards every request to the upstream unless a :class:`Fault` matches the
+request's operation (``X-Amz-Target`` for JSON services, ``Action=`` for query
+services such as STS). Faults answer with an AWS error, delay, drop the
+connection, or hang. It also counts requests per operation, which is how tests
+assert "no upstream call" without trusting the agent's own metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import parse_qs
+
+from aiohttp import ClientSession, web
+
+from agent.emulator import free_port
+
+Kind = Literal["error", "delay", "drop", "hang"]
+
+
+@dataclass
+class Fault:
+    """What to do to requests for ``operation`` (``"*"`` for all), ``times`` times (None: forever)."""
+
+    operation: str
+    kind: Kind
+    status: int = 500
+    code: str = "InternalServiceError"
+    seconds: float = 0.0
+    times: int | None = None
+
+
+def operation_of(headers: dict[str, str] | object, body: bytes) -> str:
+    """``GetSecretValue`` from ``secretsmanager.GetSecretValue`` or ``Action=GetCallerIdentity``."""
+    target = getattr(headers, "get", lambda _k, _d=None: None)("X-Amz-Target")
+    if target:
+        return str(target).rpartition(".")[2]
+    action = parse_qs(body.decode(errors="replace")).get("Action")
+    return action[0] if action else "unknown"
+
+
+class FaultProxy:
+    """Reverse proxy with injectable faults, run on the test's event loop."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.faults: list[Fault] = []
+        self.calls: Counter[str] = Counter()
+        self.port = free_port()
+        self._runner: web.AppRunner | None = None
+        self._session: ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        """Endpoint URL to give the agent."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def add(self, fault: Fault) -> None:
+        """Start applying ``fault``."""
+        self.faults.append(fault)
+
+    def clear(self) -> None:
+        """Forward everything again."""
+        self.faults.clear()
+
+    def _match(self, operation: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.operation in ("*", operation) and (fault.times is None or fault.times > 0):
+                if fault.times is not None:
+                    fault.times -= 1
+                return fault
+        return None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        operation = operation_of(request.headers, body)
+        self.calls[operation] += 1
+        fault = self._match(operation)
+        if fault is not None:
+            if fault.kind == "error":
+                payload = json.dumps({"__type": fault.code, "message": f"injected {fault.code}"})
+                return web.Response(
+                    status=fault.status,
+                    text=payload,
+                    content_type="application/x-amz-json-1.1",
+                    headers={"x-amzn-ErrorType": fault.code},
+                )
+            if fault.kind == "drop":
+                assert request.transport is not None
+                request.transport.abort()
+                return web.Response(status=500)
+            if fault.kind == "hang":
+                await asyncio.sleep(3600)
+            if fault.kind == "delay":
+                await asyncio.sleep(fault.seconds)
+        assert self._session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, data=body, headers=headers
+        ) as reply:
+            data = await reply.read()
+            passthrough = {
+                k: v
+                for k, v in reply.headers.items()
+                if k.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection")
+            }
+            return web.Response(status=reply.status, body=data, headers=passthrough)
+
+    async def start(self) -> FaultProxy:
+        """Listen on 127.0.0.1:port."""
+        self._session = ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        """Close the listener and the upstream session."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
