@@ -131,6 +131,7 @@ def caller_identity(clients: AwsClients) -> dict[str, str]:
         raise CredentialsError(
             f"AWS rejected the agent's credentials: {error.get('Code', 'Unknown')}: {error.get('Message', '')}"
         ) from exc
-    except BotoCoreError as exc:
-        raise CredentialsError(f"could not verify AWS credentials: {exc}") from exc
+    except (BotoCoreError, ValueError) as exc:
+        # ValueError covers botocore's ResponseParserError (an unparseable reply).
+        raise CredentialsError(f"could not verify AWS credentials: {type(exc).__name__}") from exc
     return {"account": reply.get("Account", ""), "arn": reply.get("Arn", "")}

@@ -160,14 +160,16 @@ async def serve(
         await stop.wait()
         log.info("shutting_down")
     finally:
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        # Signal handlers stay installed until cleanup is over: a second
+        # SIGTERM while draining must not kill the process mid-shutdown.
         await runner.cleanup()
         source.close()
         if bound_socket:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(bound_socket)
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
         log.info("stopped")
 
 

@@ -250,15 +250,19 @@ class AgentProcess:
             time.sleep(0.05)
         raise AssertionError(f"{needle!r} not seen within {timeout}s:\n{self.output}")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Send ``sig`` (None: just wait), wait for exit, kill after ``timeout``."""
         if self.process.poll() is None:
-            self.process.send_signal(sig)
+            if sig is not None:
+                self.process.send_signal(sig)
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
         self._reader.join(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         return self.process.returncode
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from agent.errors import SecretNotFound, UpstreamError
 from agent.source import BatchResult, SecretMeta
-from agent.types import AWSCURRENT, Selector, SecretValue
+from agent.types import AWSCURRENT, SecretValue, Selector
 
 ARN_PREFIX = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
 

@@ -76,6 +76,24 @@ class FaultProxy:
                 return fault
         return None
 
+    @staticmethod
+    def _error(fault: Fault, *, json_protocol: bool) -> web.Response:
+        message = f"injected {fault.code}"
+        if json_protocol:  # Secrets Manager, SQS: the JSON protocol
+            return web.Response(
+                status=fault.status,
+                text=json.dumps({"__type": fault.code, "message": message}),
+                content_type="application/x-amz-json-1.1",
+                headers={"x-amzn-ErrorType": fault.code},
+            )
+        # STS and other query-protocol services answer in XML.
+        xml = (
+            "<ErrorResponse><Error><Type>Sender</Type>"
+            f"<Code>{fault.code}</Code><Message>{message}</Message>"
+            "</Error><RequestId>fault-proxy</RequestId></ErrorResponse>"
+        )
+        return web.Response(status=fault.status, text=xml, content_type="text/xml")
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         operation = operation_of(request.headers, body)
@@ -83,13 +101,7 @@ class FaultProxy:
         fault = self._match(operation)
         if fault is not None:
             if fault.kind == "error":
-                payload = json.dumps({"__type": fault.code, "message": f"injected {fault.code}"})
-                return web.Response(
-                    status=fault.status,
-                    text=payload,
-                    content_type="application/x-amz-json-1.1",
-                    headers={"x-amzn-ErrorType": fault.code},
-                )
+                return self._error(fault, json_protocol="X-Amz-Target" in request.headers)
             if fault.kind == "drop":
                 assert request.transport is not None
                 request.transport.abort()

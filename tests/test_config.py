@@ -143,7 +143,7 @@ def test_token_file_unreadable_refused(tmp_path: Path) -> None:
         target = tmp_path / "token"
         target.write_text("x")
         target.chmod(0)
-    with pytest.raises(ConfigError, match="auth.token"):
+    with pytest.raises(ConfigError, match=r"auth\.token"):
         load_settings(environ={}, overrides={"auth.token": f"file://{target}"})
 
 

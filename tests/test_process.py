@@ -1,0 +1,153 @@
+"""The agent as a real process: signals, exit codes, credentials, and logs that never leak."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from agent.emulator import MotoServer, free_port
+from tests.conftest import TOKEN, AgentProcess, run_cli
+from tests.faultproxy import Fault, FaultProxy
+
+StartProcess = Callable[..., AgentProcess]
+
+
+def base_args(endpoint: str, port: int, *extra: str) -> list[str]:
+    return ["run", "--http-port", str(port), "--endpoint-url", endpoint, "--region", "us-east-1", *extra]
+
+
+async def fetch(url: str, token: str | None = TOKEN, **headers: str) -> tuple[int, bytes]:
+    if token is not None:
+        headers["X-Aws-Parameters-Secrets-Token"] = token
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as reply:
+        return reply.status, await reply.read()
+
+
+async def test_sigterm_finishes_in_flight_and_exits_zero(
+    sm: Any, proxy: FaultProxy, agent_process: StartProcess
+) -> None:
+    """SIGTERM stops accepting, lets an in-flight read finish, and exits 0."""
+    sm.create_secret(Name="slow", SecretString="worth-waiting-for")
+    proxy.add(Fault("GetSecretValue", "delay", seconds=1.0))
+    port = free_port()
+    proc = agent_process(base_args(proxy.url, port))
+    await asyncio.to_thread(proc.wait_for, '"listening"')
+    in_flight = asyncio.create_task(fetch(f"http://127.0.0.1:{port}/value/slow"))
+    await asyncio.sleep(0.3)
+    proc.process.send_signal(signal.SIGTERM)
+    status, body = await in_flight
+    assert (status, body) == (200, b"worth-waiting-for")
+    assert await asyncio.to_thread(proc.stop, None) == 0
+    assert '"stopped"' in proc.output
+
+
+async def test_sigint_exits_zero(moto: MotoServer, agent_process: StartProcess) -> None:
+    """Ctrl-C (SIGINT) is a clean stop too."""
+    proc = agent_process(base_args(moto.url, free_port()))
+    await asyncio.to_thread(proc.wait_for, '"listening"')
+    assert await asyncio.to_thread(proc.stop, signal.SIGINT) == 0
+
+
+async def test_no_secret_or_token_in_logs_at_debug(
+    sm: Any, moto: MotoServer, agent_process: StartProcess, short_tmp: Path
+) -> None:
+    """At DEBUG, across every route and error path, no secret value or token reaches the output."""
+    canary = "CANARY-" + "7f3a9c" * 4
+    wrong = "WRONG-TOKEN-CANARY-" + "b1" * 8
+    sm.create_secret(Name="canary/json", SecretString=json.dumps({"password": canary, "user": "u"}))
+    sm.create_secret(Name="canary/plain", SecretString=canary)
+    sm.create_secret(Name="canary/bin", SecretBinary=canary.encode())
+    port = free_port()
+    sock = short_tmp / "a.sock"
+    proc = agent_process(
+        base_args(moto.url, port, "--log-level", "debug", "--unix-socket", str(sock)),
+        {"SECRETS_AGENT_PREFETCH_SECRETS": "canary/json,canary/plain,canary/bin"},
+    )
+    await asyncio.to_thread(proc.wait_for, '"prefetch_done"')
+    base = f"http://127.0.0.1:{port}"
+    paths = [
+        "/secretsmanager/get?secretId=canary/json",
+        "/v1/canary/plain?refreshNow=true",
+        "/v1/canary/bin",
+        "/value/canary/json?field=password",
+        "/value/canary/json?field=missing",
+        "/value/canary/plain?field=x",
+        "/value/canary/bin",
+        "/metrics",
+    ]
+    for path in paths:
+        status, _body = await fetch(base + path)
+        assert status in (200, 400, 404)
+    for headers in ({"X-Aws-Parameters-Secrets-Token": wrong}, {"Authorization": f"Bearer {wrong}"}):
+        status, _ = await fetch(base + "/v1/canary/plain", token=None, **headers)
+        assert status == 403
+    connector = aiohttp.UnixConnector(path=str(sock))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get("http://localhost/value/canary/plain", headers={"X-Aws-Parameters-Secrets-Token": TOKEN}) as reply,
+    ):
+        assert await reply.read() == canary.encode()
+    assert await asyncio.to_thread(proc.stop) == 0
+    output = proc.output
+    assert '"request"' in output and '"route": "value"' in output  # the request lines are there
+    for needle in (canary, TOKEN, wrong):
+        assert needle not in output
+
+
+async def test_missing_credentials_exit_3(moto: MotoServer) -> None:
+    """With no credentials anywhere in the chain the agent exits 3 with a clear message."""
+    env = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+    result = await asyncio.to_thread(run_cli, base_args(moto.url, free_port()), env)
+    assert result.returncode == 3, result.stderr
+    assert "no AWS credentials" in result.stderr
+
+
+async def test_rejected_credentials_exit_3(proxy: FaultProxy) -> None:
+    """Credentials STS rejects stop the agent with exit 3 and AWS's reason."""
+    proxy.add(Fault("GetCallerIdentity", "error", status=403, code="InvalidClientTokenId"))
+    result = await asyncio.to_thread(run_cli, base_args(proxy.url, free_port()))
+    assert result.returncode == 3, result.stderr
+    assert "rejected" in result.stderr and "InvalidClientTokenId" in result.stderr
+
+
+async def test_validation_can_be_skipped(moto: MotoServer, agent_process: StartProcess) -> None:
+    """validate_credentials = false starts without calling STS."""
+    port = free_port()
+    proc = agent_process(
+        base_args(moto.url, port),
+        {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "SECRETS_AGENT_AWS_VALIDATE_CREDENTIALS": "false"},
+    )
+    await asyncio.to_thread(proc.wait_for, '"listening"')
+    assert (await fetch(f"http://127.0.0.1:{port}/ping", token=None))[0] == 200
+
+
+async def test_port_in_use_exit_4(moto: MotoServer) -> None:
+    """A taken port is reported and the agent exits 4."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = await asyncio.to_thread(run_cli, base_args(moto.url, port))
+    assert result.returncode == 4, result.stderr
+    assert f":{port}" in result.stderr
+
+
+async def test_python_dash_m_and_console_script_agree() -> None:
+    """`python -m agent --help` and `secrets-agent --help` show the same commands."""
+    import shutil
+    import subprocess
+    import sys
+
+    module = subprocess.run([sys.executable, "-m", "agent", "--help"], capture_output=True, text=True, check=True)
+    script = shutil.which("secrets-agent", path=str(Path(sys.executable).parent))
+    assert script is not None
+    console = subprocess.run([script, "--help"], capture_output=True, text=True, check=True)
+    for command in ("run", "check-config", "demo"):
+        assert command in module.stdout and command in console.stdout
