@@ -1,13 +1,19 @@
 """Logging: one structlog setup for the agent and for the stdlib loggers under it.
 
-JSON lines off a TTY, a console renderer on one. Every event passes
-:func:`redact`, which blanks fields whose *name* says they hold secret material,
-as a second line of defence: the code never passes values or tokens to the
-logger in the first place.
+JSON lines off a TTY, a console renderer on one. The agent's own events go
+straight from structlog to the stream (a filtering bound logger drops
+below-level events before any work, and no ``logging.LogRecord`` is built:
+one line per request is the hot path). Third-party stdlib loggers (aiohttp,
+asyncio, botocore) are rendered by the same processors through
+``ProcessorFormatter``, so every line has one shape.
+
+Every event passes :func:`redact`, which blanks fields whose *name* says they
+hold secret material, as a second line of defence: the code never passes values
+or tokens to the logger in the first place.
 
 botocore at DEBUG logs whole response bodies, secret values included, so its
 loggers (and boto3's, urllib3's) are pinned at WARNING whatever the agent's
-level is.
+own level is.
 """
 
 from __future__ import annotations
@@ -40,38 +46,46 @@ NOISY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
 
 
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: replace values of sensitive-named fields."""
+    """Structlog processor: replace values of sensitive-named fields."""
     for key in event:
         if key.lower() in SENSITIVE_KEYS:
             event[key] = REDACTED
     return event
 
 
-def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
-    """Configure structlog and route stdlib logging through the same pipeline."""
+def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None, *, cache: bool = True) -> None:
+    """Configure structlog and route stdlib logging through the same renderer.
+
+    ``cache=False`` keeps loggers re-reading the configuration, which
+    ``structlog.testing.capture_logs`` needs in tests.
+    """
     out = stream or sys.stdout
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact,
-    ]
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False) if fmt == "console" else structlog.processors.JSONRenderer()
     )
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
-            *shared,
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.stdlib.add_logger_name,
+            timestamper,
+            redact,
             structlog.processors.format_exc_info,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            renderer,
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=_NamedWriteLoggerFactory(out),
+        cache_logger_on_first_use=cache,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            timestamper,
+            redact,
+        ],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
     handler = logging.StreamHandler(out)
@@ -81,10 +95,26 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
     root.setLevel(level.upper())
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    # aiohttp's own access log duplicates our canonical request line.
+    # aiohttp's own access log would duplicate our canonical request line.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    """A named structlog logger."""
-    return structlog.stdlib.get_logger(name)
+class _NamedWriteLogger(structlog.WriteLogger):
+    """A ``WriteLogger`` with a ``name``, which ``add_logger_name`` puts in each event."""
+
+    def __init__(self, file: TextIO, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+class _NamedWriteLoggerFactory:
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> _NamedWriteLogger:
+        return _NamedWriteLogger(self._file, str(args[0]) if args else "agent")
+
+
+def get_logger(name: str) -> Any:
+    """A lazy structlog logger whose events carry ``logger=name``."""
+    return structlog.get_logger(name)

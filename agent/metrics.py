@@ -6,6 +6,8 @@ value, a token, or a secret name (names would also make cardinality unbounded).
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -51,13 +53,30 @@ class Metrics:
             registry=self.registry,
         )
 
+        # labels() takes a lock and builds a key on every call; the request path
+        # is hot, so resolved children are kept here (the label sets are small).
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._lookup_children: dict[str, Any] = {}
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        """Count one served request and its duration."""
+        children = self._request_children.get((route, status))
+        if children is None:
+            children = (self.requests.labels(route, str(status)), self.request_seconds.labels(route))
+            self._request_children[(route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
     def observe_upstream(self, operation: str, outcome: str) -> None:
         """Count one upstream call."""
         self.upstream_calls.labels(operation, outcome).inc()
 
     def observe_lookup(self, outcome: str) -> None:
         """Count one cache lookup."""
-        self.cache_lookups.labels(outcome).inc()
+        child = self._lookup_children.get(outcome)
+        if child is None:
+            child = self._lookup_children[outcome] = self.cache_lookups.labels(outcome)
+        child.inc()
 
     def render(self) -> bytes:
         """The exposition text."""

@@ -15,9 +15,11 @@ configured public); they reveal nothing about secrets.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import secrets
 import time
-import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -103,14 +105,23 @@ def _listener(request: web.Request) -> str:
     return "unix" if isinstance(sockname, str | bytes) else "tcp"
 
 
+def _request_ids() -> Iterator[str]:
+    # A random per-process prefix and a counter: unique, and far cheaper than uuid4.
+    prefix = secrets.token_hex(4)
+    for number in itertools.count(1):
+        yield f"{prefix}-{number:x}"
+
+
 def observe_middleware(metrics: Metrics) -> Any:
     """Outermost: request id, error rendering, one log line and metrics per request."""
+    request_ids = _request_ids()
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
-        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
-        structlog.contextvars.clear_contextvars()
+        request_id = request.headers.get("X-Request-Id") or next(request_ids)
+        # Requests on one keep-alive connection share a task (and so a context):
+        # binding overwrites the previous request's id.
         structlog.contextvars.bind_contextvars(request_id=request_id)
         error: AgentError | None = None
         try:
@@ -128,8 +139,7 @@ def observe_middleware(metrics: Metrics) -> Any:
         response.headers["X-Request-Id"] = request_id
         route = request.match_info.route.name or "unknown"
         elapsed = time.perf_counter() - started
-        metrics.requests.labels(route, str(response.status)).inc()
-        metrics.request_seconds.labels(route).observe(elapsed)
+        metrics.observe_request(route, response.status, elapsed)
         fields: dict[str, Any] = {
             "method": request.method,
             "route": route,

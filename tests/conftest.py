@@ -304,7 +304,7 @@ def run_cli(
 
 @pytest.fixture(scope="session", autouse=True)
 def agent_logging() -> None:
-    """Route the agent's structlog events through stdlib logging, so caplog sees them as dicts."""
+    """Configure the agent's logging uncached, so structlog.testing.capture_logs works in tests."""
     from agent import log as agent_log
 
-    agent_log.configure("debug", "json")
+    agent_log.configure("debug", "json", cache=False)

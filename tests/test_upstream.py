@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent.emulator import MotoServer, free_port
 from tests.conftest import AgentFactory
@@ -76,15 +77,14 @@ async def test_prefetch_batches_of_twenty(sm: Any, proxy: FaultProxy, run_agent:
     assert proxy.calls["GetSecretValue"] == 0
 
 
-async def test_prefetch_failures_logged_not_fatal(
-    sm: Any, moto: MotoServer, run_agent: AgentFactory, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_prefetch_failures_logged_not_fatal(sm: Any, moto: MotoServer, run_agent: AgentFactory) -> None:
     """An id that does not exist is logged by name; the rest load and the agent is ready."""
     sm.create_secret(Name="good", SecretString="v")
-    async with run_agent(moto.url, prefetch__secrets=["good", "ghost/secret"]) as agent:
-        await agent.wait_ready()
-        assert (await agent.get("/value/good")).headers["X-Cache"] == "hit"
-    failures = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "prefetch_failed"]
+    with capture_logs() as logs:
+        async with run_agent(moto.url, prefetch__secrets=["good", "ghost/secret"]) as agent:
+            await agent.wait_ready()
+            assert (await agent.get("/value/good")).headers["X-Cache"] == "hit"
+    failures = [e for e in logs if e["event"] == "prefetch_failed"]
     assert [f["secret_id"] for f in failures] == ["ghost/secret"]
     assert failures[0]["error"] == "ResourceNotFoundException"
 
@@ -123,14 +123,13 @@ async def test_readyz_waits_for_prefetch(sm: Any, proxy: FaultProxy, run_agent: 
         await agent.wait_ready()
 
 
-async def test_assume_role(
-    sm: Any, proxy: FaultProxy, run_agent: AgentFactory, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_assume_role(sm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
     """With aws.role_arn the agent reads as the assumed role, via botocore's assume-role credentials."""
     sm.create_secret(Name="r", SecretString="v")
     role = "arn:aws:iam::123456789012:role/secrets-reader"
-    async with run_agent(proxy.url, aws__role_arn=role) as agent:
-        assert (await agent.get("/value/r")).text == "v"
+    with capture_logs() as logs:
+        async with run_agent(proxy.url, aws__role_arn=role) as agent:
+            assert (await agent.get("/value/r")).text == "v"
     assert proxy.calls["AssumeRole"] == 1
-    identities = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "aws_identity"]
+    identities = [e for e in logs if e["event"] == "aws_identity"]
     assert "assumed-role/secrets-reader" in identities[0]["arn"]
