@@ -34,7 +34,10 @@ from agent.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from agent.log import get_logger
 from agent.types import AWSCURRENT, SecretValue, Selector
+
+log = get_logger("agent.source")
 
 BATCH_LIMIT = 20  # BatchGetSecretValue's documented maximum SecretIdList length
 LIST_PAGE_SIZE = 100  # ListSecrets' documented maximum MaxResults
@@ -168,6 +171,14 @@ class SecretsManagerSource:
         except Exception as exc:  # every botocore failure is translated below
             error = translate(exc, secret_id)
             self._observe(operation, error.code)
+            log.warning(
+                "upstream_error",
+                operation=operation,
+                secret_id=secret_id,
+                error=error.code,
+                transient=error.transient,
+                reason=error.message,
+            )
             raise error from exc
         self._observe(operation, "ok")
         return result

@@ -32,8 +32,7 @@ from pathlib import Path
 
 import boto3
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from agent.emulator import MotoServer, free_port  # noqa: E402
+from agent.emulator import MotoServer, free_port
 
 REGION = "us-east-1"
 PATH = "/v1/bench/s0001"
