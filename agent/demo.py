@@ -5,6 +5,10 @@ credential, a plain API key, a binary key), rotates the API key every
 ``rotate_seconds`` with PutSecretValue, and runs the agent on port 2773 and a
 Unix socket in a temporary directory. Ctrl-C stops the agent, the rotation and
 moto, and removes the temporary directory.
+
+This module sits at the CLI layer (beside ``cli.py``): it is the one place
+besides ``cli`` that drives ``runner``, and it sets fake AWS credentials in its
+own process environment so a developer's real profile never reaches moto.
 """
 
 from __future__ import annotations

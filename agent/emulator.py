@@ -17,7 +17,13 @@ import urllib.error
 import urllib.request
 from types import TracebackType
 
+from agent.errors import AgentError
+
 START_TIMEOUT_SECONDS = 30.0
+
+
+class EmulatorError(AgentError):
+    """moto_server is not installed, or did not start."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -45,7 +51,9 @@ class MotoServer:
         try:
             import moto.server  # noqa: F401  (only checking it is installed)
         except ImportError as exc:
-            raise RuntimeError("moto is not installed: pip install 'secrets-agent[dev]'") from exc
+            raise EmulatorError(
+                "moto is not installed: pip install 'secrets-agent[dev]' (make demo does this)"
+            ) from exc
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
             stdin=subprocess.DEVNULL,
@@ -56,14 +64,14 @@ class MotoServer:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"moto_server exited with code {self.process.returncode}")
+                raise EmulatorError(f"moto_server exited with code {self.process.returncode}")
             try:
                 with urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1):
                     return self
             except (urllib.error.URLError, OSError):
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"moto_server did not answer on {self.url} within {START_TIMEOUT_SECONDS:.0f}s")
+        raise EmulatorError(f"moto_server did not answer on {self.url} within {START_TIMEOUT_SECONDS:.0f}s")
 
     def reset(self) -> None:
         """Forget every resource (between tests)."""

@@ -44,6 +44,7 @@ CLIENT_KEY = web.RequestKey("client", str)
 SECRET_ID_KEY = web.RequestKey("secret_id", str)
 CACHE_KEY = web.RequestKey("cache", str)
 ALWAYS_PUBLIC = frozenset({"/ping", "/healthz", "/readyz"})
+MAX_REQUEST_ID = 64
 
 
 class ConnectionLimiter:
@@ -84,8 +85,10 @@ class ConnectionLimiter:
 def error_response(error: AgentError, *, close: bool = False) -> web.Response:
     """The AWS-style error body ``{"__type": code, "message": text}``."""
     body = json.dumps({"__type": error.code, "message": error.message}).encode()
-    headers = {"Connection": "close"} if close else None
-    return web.Response(status=error.status, body=body, content_type="application/json", headers=headers)
+    response = web.Response(status=error.status, body=body, content_type="application/json")
+    if close:
+        response.force_close()  # sends Connection: close and drops the connection after
+    return response
 
 
 def _from_http_exception(exc: web.HTTPException) -> AgentError:
@@ -105,6 +108,15 @@ def _listener(request: web.Request) -> str:
     return "unix" if isinstance(sockname, str | bytes) else "tcp"
 
 
+def _client_request_id(request: web.Request) -> str | None:
+    # A caller's X-Request-Id is echoed and logged only if short and plain,
+    # so it cannot be used to forge or flood log lines.
+    given = request.headers.get("X-Request-Id")
+    if given and len(given) <= MAX_REQUEST_ID and given.isascii() and given.isprintable():
+        return given
+    return None
+
+
 def _request_ids() -> Iterator[str]:
     # A random per-process prefix and a counter: unique, and far cheaper than uuid4.
     prefix = secrets.token_hex(4)
@@ -119,7 +131,7 @@ def observe_middleware(metrics: Metrics) -> Any:
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
-        request_id = request.headers.get("X-Request-Id") or next(request_ids)
+        request_id = _client_request_id(request) or next(request_ids)
         # Requests on one keep-alive connection share a task (and so a context):
         # binding overwrites the previous request's id.
         structlog.contextvars.bind_contextvars(request_id=request_id)

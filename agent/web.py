@@ -182,7 +182,6 @@ def create_app(parts: Components) -> web.Application:
             observe_middleware(parts.metrics),
             guard_middleware(parts.limiter, parts.auth, metrics_public=parts.metrics_public),
         ],
-        handler_args={"max_field_size": 8190},
     )
     app[COMPONENTS] = parts
     app.router.add_get("/secretsmanager/get", get_query, name="get")

@@ -151,3 +151,56 @@ async def test_python_dash_m_and_console_script_agree() -> None:
     console = subprocess.run([script, "--help"], capture_output=True, text=True, check=True)
     for command in ("run", "check-config", "demo"):
         assert command in module.stdout and command in console.stdout
+
+
+async def test_standard_endpoint_env_var(sm: Any, moto: MotoServer, agent_process: StartProcess) -> None:
+    """Without aws.endpoint_url the standard AWS_ENDPOINT_URL variable points the agent at the emulator."""
+    sm.create_secret(Name="env/ep", SecretString="via-env")
+    port = free_port()
+    proc = agent_process(["run", "--http-port", str(port), "--region", "us-east-1"], {"AWS_ENDPOINT_URL": moto.url})
+    await asyncio.to_thread(proc.wait_for, '"listening"')
+    assert await fetch(f"http://127.0.0.1:{port}/value/env/ep") == (200, b"via-env")
+
+
+async def test_open_token_file_warns_at_start(moto: MotoServer, agent_process: StartProcess, tmp_path: Path) -> None:
+    """A group/world-readable token file starts the agent with a warning naming the fix."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o644)
+    port = free_port()
+    proc = agent_process(
+        base_args(moto.url, port),
+        {"SECRETS_AGENT_AUTH_TOKEN": f"file://{token_file}", "AWS_TOKEN": ""},
+    )
+    line = await asyncio.to_thread(proc.wait_for, '"config_warning"')
+    assert "chmod 0640" in line
+    await asyncio.to_thread(proc.wait_for, '"listening"')
+    assert (await fetch(f"http://127.0.0.1:{port}/ping", token=None))[0] == 200
+    check = await asyncio.to_thread(run_cli, ["check-config"], {"SECRETS_AGENT_AUTH_TOKEN": f"file://{token_file}"})
+    assert check.returncode == 0 and "warning:" in check.stderr
+
+
+async def test_token_file_rotation_without_restart(
+    sm: Any, moto: MotoServer, agent_process: StartProcess, tmp_path: Path
+) -> None:
+    """Replacing the token file's content switches the accepted token without a restart."""
+    sm.create_secret(Name="tf", SecretString="v")
+    token_file = tmp_path / "token"
+    token_file.write_text("first-token-value")
+    token_file.chmod(0o600)
+    port = free_port()
+    proc = agent_process(base_args(moto.url, port), {"SECRETS_AGENT_AUTH_TOKEN": f"file://{token_file}"})
+    await asyncio.to_thread(proc.wait_for, '"listening"')
+    url = f"http://127.0.0.1:{port}/value/tf"
+    assert (await fetch(url, token="first-token-value"))[0] == 200
+    replacement = tmp_path / "token.new"
+    replacement.write_text("second-token-value")
+    replacement.chmod(0o600)
+    replacement.replace(token_file)
+    for _ in range(40):
+        if (await fetch(url, token="second-token-value"))[0] == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert (await fetch(url, token="second-token-value"))[0] == 200
+    assert (await fetch(url, token="first-token-value"))[0] == 403
+    assert "second-token-value" not in proc.output and "first-token-value" not in proc.output
