@@ -56,6 +56,7 @@ class AwsClients:
     secretsmanager: Any
     sts: Any
     region: str
+    sqs: Any = None
 
 
 def client_config(settings: AwsSettings) -> Config:
@@ -69,7 +70,7 @@ def client_config(settings: AwsSettings) -> Config:
     )
 
 
-def build_clients(settings: AwsSettings) -> AwsClients:
+def build_clients(settings: AwsSettings, *, with_sqs: bool = False) -> AwsClients:
     """Create the boto3 session and the clients; no network call is made here.
 
     ``endpoint_url`` from settings wins; otherwise botocore honours the standard
@@ -109,9 +110,12 @@ def build_clients(settings: AwsSettings) -> AwsClients:
     try:
         secretsmanager = session.client("secretsmanager", config=config, **endpoint)
         sts = session.client("sts", config=config, **endpoint)
+        # Long polls hold a connection for up to 20 s: the read timeout must exceed that.
+        sqs_config = config.merge(Config(read_timeout=max(settings.read_timeout_seconds, 30)))
+        sqs = session.client("sqs", config=sqs_config, **endpoint) if with_sqs else None
     except NoRegionError as exc:
         raise CredentialsError("no AWS region: set aws.region, AWS_REGION or AWS_DEFAULT_REGION") from exc
-    return AwsClients(secretsmanager=secretsmanager, sts=sts, region=secretsmanager.meta.region_name)
+    return AwsClients(secretsmanager=secretsmanager, sts=sts, region=secretsmanager.meta.region_name, sqs=sqs)
 
 
 def caller_identity(clients: AwsClients) -> dict[str, str]:

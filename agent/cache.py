@@ -1,16 +1,22 @@
-"""``SecretCache``: typed get/put over aiocache, an LRU bound, single-flight fetches.
+"""``SecretCache``: typed get/put over aiocache, an LRU bound, single-flight fetches, stale-if-error.
 
 Keys. A secret can be asked for by name, full ARN or partial ARN; all three
 resolve through an alias table to one canonical ARN, so they share one entry.
-Each entry is one (ARN, version selector) pair, the selector being a version id
-or a stage (``AWSCURRENT`` when none is given): ``max_entries`` counts these.
+Each entry is one (ARN, selector) pair, the selector being a version id or a
+stage (``AWSCURRENT`` when none is given): ``max_entries`` counts these.
 
-Freshness. An entry records when upstream last confirmed it. Past
-``ttl_seconds`` without confirmation it is not served as a hit; the next read
-goes upstream. (The refresher of later issues confirms entries in the
-background, so reads rarely see that.) Entries are never expired by aiocache's
-own TTL: a value past its TTL is still the last good value, which stale-if-error
-needs.
+Freshness. An entry records when upstream last confirmed it. A *stage* entry
+older than ``ttl_seconds`` is revalidated on the next read: DescribeSecret, and
+GetSecretValue only if the stage moved (what AWS's agent does). A *version-id*
+entry never expires: a version's value is immutable. In poll mode the
+refresher confirms entries in the background, so reads rarely revalidate.
+
+Stale-if-error. When the upstream call a read needs fails transiently
+(throttling, 5xx, timeouts, connection errors), the cached value is served
+anyway while it is at most ``max_stale_seconds`` past its last confirmation,
+and the lookup says so (``stale``). That key then backs off (exponential, full
+jitter): reads inside the backoff window make no upstream call. Non-transient
+errors (AccessDenied, ResourceNotFound) are never hidden: they reach the reader.
 
 Single flight. Concurrent misses for the same (id, selector) share one
 upstream call: the first creates a task, the rest await it through
@@ -20,27 +26,58 @@ upstream call: the first creates a task, the rest await it through
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from aiocache import SimpleMemoryCache
 
-from agent.source import SecretSource
-from agent.types import SecretValue, Selector, partial_arn
+from agent.errors import UpstreamError
+from agent.source import SecretMeta, SecretSource
+from agent.throttle import Backoff
+from agent.types import AWSCURRENT, AWSPREVIOUS, SecretValue, Selector, partial_arn
 
-Outcome = Literal["hit", "miss", "refresh"]
-LookupObserver = Callable[[Outcome], None]
+Outcome = Literal["hit", "miss", "refresh", "revalidated", "stale"]
+# Metrics also see "error": a lookup that ended in an upstream error.
+LookupObserver = Callable[[str], None]
+READ_BACKOFF_BASE_SECONDS = 1.0
+READ_BACKOFF_CAP_SECONDS = 60.0
 
 
 @dataclass
 class Entry:
-    """A cached version and when upstream last vouched for it (monotonic seconds)."""
+    """A cached version, when upstream last vouched for it, and a recorded hard failure."""
 
     value: SecretValue
     confirmed_at: float
+    error: UpstreamError | None = None
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What a read got: the value, how, and how long since upstream confirmed it."""
+
+    value: SecretValue
+    outcome: Outcome
+    age: float
+
+
+@dataclass
+class _Failure:
+    error: UpstreamError
+    retry_at: float
+    backoff: Backoff
+
+
+def _key(arn: str, selector: Selector) -> str:
+    return f"{arn}|{selector.cache_suffix}"
+
+
+STAGE_CURRENT = Selector(version_stage=AWSCURRENT)
+STAGE_PREVIOUS = Selector(version_stage=AWSPREVIOUS)
 
 
 class SecretCache:
@@ -52,12 +89,14 @@ class SecretCache:
         *,
         ttl_seconds: float,
         max_entries: int,
+        max_stale_seconds: float = 86_400,
         clock: Callable[[], float] = time.monotonic,
         observe: LookupObserver | None = None,
     ) -> None:
         self._source = source
         self._ttl = ttl_seconds
         self._max = max_entries
+        self._max_stale = max_stale_seconds
         self._clock = clock
         self._observe = observe or (lambda _outcome: None)
         # timeout=None: aiocache would otherwise wrap every get in wait_for (a task per read).
@@ -65,7 +104,8 @@ class SecretCache:
         self._lru: OrderedDict[str, None] = OrderedDict()
         self._aliases: dict[str, str] = {}
         self._keys_by_arn: dict[str, set[str]] = {}
-        self._inflight: dict[tuple[str, str], asyncio.Task[SecretValue]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Task[tuple[SecretValue, Outcome]]] = {}
+        self._failures: dict[tuple[str, str], _Failure] = {}
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -75,54 +115,133 @@ class SecretCache:
         """False when ``ttl_seconds`` is 0: every read goes upstream (still coalesced)."""
         return self._ttl > 0
 
+    @property
+    def max_entries(self) -> int:
+        """The LRU bound."""
+        return self._max
+
     def resolve(self, secret_id: str) -> str | None:
         """The canonical ARN for a name/ARN/partial ARN seen before, else None."""
         return self._aliases.get(secret_id)
+
+    def arns(self) -> list[str]:
+        """Canonical ARNs with at least one cached version."""
+        return list(self._keys_by_arn)
 
     async def peek(self, secret_id: str, selector: Selector) -> Entry | None:
         """The cached entry, fresh or not, without touching upstream or LRU order."""
         arn = self._aliases.get(secret_id)
         if arn is None:
             return None
-        entry: Entry | None = await self._store.get(f"{arn}|{selector.cache_suffix}")
+        entry: Entry | None = await self._store.get(_key(arn, selector))
         return entry
 
-    async def get(self, secret_id: str, selector: Selector, *, refresh: bool = False) -> tuple[SecretValue, Outcome]:
+    async def entries(self, arn: str) -> list[tuple[str, Entry]]:
+        """Every (key, entry) cached for one secret."""
+        found = []
+        for key in list(self._keys_by_arn.get(arn, ())):
+            entry: Entry | None = await self._store.get(key)
+            if entry is not None:
+                found.append((key, entry))
+        return found
+
+    async def ages(self) -> list[float]:
+        """Seconds since confirmation of every cached entry (for the staleness histogram)."""
+        now = self._clock()
+        ages = []
+        for key in list(self._lru):
+            entry: Entry | None = await self._store.get(key)
+            if entry is not None:
+                ages.append(now - entry.confirmed_at)
+        return ages
+
+    async def get(self, secret_id: str, selector: Selector, *, refresh: bool = False) -> Lookup:
         """Return the value, from cache when fresh, else from upstream (single flight).
 
-        Raises :class:`~agent.errors.UpstreamError` when upstream fails.
+        Raises :class:`~agent.errors.UpstreamError` when upstream fails and no
+        cached value may stand in for it.
         """
-        if not refresh and self.caching:
-            arn = self._aliases.get(secret_id)
-            if arn is not None:
-                key = f"{arn}|{selector.cache_suffix}"
-                entry: Entry | None = await self._store.get(key)
-                if entry is not None and self._clock() - entry.confirmed_at < self._ttl:
-                    self._lru.move_to_end(key)
-                    self._observe("hit")
-                    return entry.value, "hit"
-        outcome: Outcome = "refresh" if refresh else "miss"
-        self._observe(outcome)
-        return await self._fetch(secret_id, selector), outcome
-
-    async def _fetch(self, secret_id: str, selector: Selector) -> SecretValue:
+        now = self._clock()
+        arn = self._aliases.get(secret_id) if self.caching else None
+        key = _key(arn, selector) if arn is not None else None
+        entry: Entry | None = await self._store.get(key) if key is not None else None
+        if entry is not None and key is not None:
+            if entry.error is not None:
+                await self.forget(entry.value.arn)
+                self._observe("error")
+                raise entry.error
+            age = now - entry.confirmed_at
+            if not refresh and (selector.version_id is not None or age < self._ttl):
+                self._lru.move_to_end(key)
+                self._observe("hit")
+                return Lookup(entry.value, "hit", age)
         flight = (secret_id, selector.cache_suffix)
+        failure = self._failures.get(flight)
+        if failure is not None and now < failure.retry_at:
+            return self._stale_or_raise(entry, failure.error, now)
+        work: Callable[[], Awaitable[tuple[SecretValue, Outcome]]]
+        if entry is not None and not refresh:
+            stale_entry = entry
+            work = lambda: self._revalidate(secret_id, selector, stale_entry)  # noqa: E731
+        else:
+            work = lambda: self._load(secret_id, selector, "refresh" if refresh else "miss")  # noqa: E731
+        try:
+            value, outcome = await self._single_flight(flight, work)
+        except UpstreamError as exc:
+            if not exc.transient:
+                self._failures.pop(flight, None)
+                self._observe("error")
+                raise
+            self._note_failure(flight, exc, now)
+            return self._stale_or_raise(entry, exc, now)
+        self._failures.pop(flight, None)
+        self._observe(outcome)
+        return Lookup(value, outcome, 0.0)
+
+    def _stale_or_raise(self, entry: Entry | None, error: UpstreamError, now: float) -> Lookup:
+        if entry is not None and entry.error is None and now - entry.confirmed_at <= self._max_stale:
+            self._observe("stale")
+            return Lookup(entry.value, "stale", now - entry.confirmed_at)
+        self._observe("error")
+        raise error
+
+    def _note_failure(self, flight: tuple[str, str], error: UpstreamError, now: float) -> None:
+        failure = self._failures.get(flight)
+        if failure is None:
+            failure = _Failure(error, now, Backoff(READ_BACKOFF_BASE_SECONDS, READ_BACKOFF_CAP_SECONDS))
+            self._failures[flight] = failure
+        failure.error = error
+        failure.retry_at = now + failure.backoff.next_delay()
+
+    async def _single_flight(
+        self, flight: tuple[str, str], work: Callable[[], Awaitable[tuple[SecretValue, Outcome]]]
+    ) -> tuple[SecretValue, Outcome]:
         task = self._inflight.get(flight)
         if task is None:
-            task = asyncio.ensure_future(self._load(secret_id, selector))
+            task = asyncio.ensure_future(work())
             self._inflight[flight] = task
             task.add_done_callback(lambda done: self._finish(flight, done))
         return await asyncio.shield(task)
 
-    def _finish(self, flight: tuple[str, str], task: asyncio.Task[SecretValue]) -> None:
+    def _finish(self, flight: tuple[str, str], task: asyncio.Task[tuple[SecretValue, Outcome]]) -> None:
         self._inflight.pop(flight, None)
         if not task.cancelled():
             task.exception()  # mark retrieved even if every waiter went away
 
-    async def _load(self, secret_id: str, selector: Selector) -> SecretValue:
+    async def _load(self, secret_id: str, selector: Selector, outcome: Outcome) -> tuple[SecretValue, Outcome]:
         value = await self._source.get_secret_value(secret_id, selector)
         await self.put(value, selector, asked_as=secret_id)
-        return value
+        return value, outcome
+
+    async def _revalidate(self, secret_id: str, selector: Selector, entry: Entry) -> tuple[SecretValue, Outcome]:
+        """DescribeSecret; re-read only if the asked stage now points at another version."""
+        meta = await self._source.describe(entry.value.arn)
+        stage = selector.version_stage or AWSCURRENT
+        if meta.version_for_stage(stage) == entry.value.version_id:
+            await self.confirm(meta)
+            refreshed = await self.peek(entry.value.arn, selector)
+            return (refreshed.value if refreshed else entry.value), "revalidated"
+        return await self._load(entry.value.arn, selector, "miss")
 
     async def put(self, value: SecretValue, selector: Selector, *, asked_as: str | None = None) -> None:
         """Store ``value`` under its ARN and ``selector``; register its aliases; evict LRU."""
@@ -132,7 +251,7 @@ class SecretCache:
         for alias in (value.name, arn, partial_arn(arn), asked_as):
             if alias:
                 self._aliases[alias] = arn
-        key = f"{arn}|{selector.cache_suffix}"
+        key = _key(arn, selector)
         await self._store.set(key, Entry(value=value, confirmed_at=self._clock()))
         self._lru[key] = None
         self._lru.move_to_end(key)
@@ -140,6 +259,57 @@ class SecretCache:
         while len(self._lru) > self._max:
             oldest, _ = self._lru.popitem(last=False)
             await self._evict(oldest)
+
+    async def confirm(self, meta: SecretMeta) -> None:
+        """Upstream vouched for this secret's metadata: refresh stages and confirmation times.
+
+        A stage entry whose stage has moved to another version is dropped (the
+        next read fetches it); the ``AWSCURRENT`` entry is left alone when it
+        moved, since the caller re-reads and calls :meth:`rotate`.
+        """
+        now = self._clock()
+        for key, entry in await self.entries(meta.arn):
+            suffix = key.rpartition("|")[2]
+            value = entry.value
+            stages = meta.versions_to_stages.get(value.version_id)
+            if stages is None:
+                await self._drop(key)  # the version itself is gone upstream
+                continue
+            if suffix.startswith("stage:") and suffix[6:] not in stages:
+                if suffix[6:] != AWSCURRENT:
+                    await self._drop(key)
+                continue
+            if stages != value.version_stages:
+                value = dataclasses.replace(value, version_stages=stages)
+            await self._store.set(key, Entry(value=value, confirmed_at=now))
+
+    async def rotate(self, meta: SecretMeta, current: SecretValue) -> str | None:
+        """Install a new ``AWSCURRENT`` value; keep the old one readable as ``AWSPREVIOUS``.
+
+        Returns the version id that was current before, if one was cached.
+        """
+        old = await self._store.get(_key(meta.arn, STAGE_CURRENT))
+        previous_id = old.value.version_id if old is not None else None
+        await self.put(current, STAGE_CURRENT)
+        if old is not None and AWSPREVIOUS in meta.versions_to_stages.get(previous_id or "", ()):
+            await self.put(old.value, STAGE_PREVIOUS)
+        await self.confirm(meta)
+        return previous_id
+
+    async def fail(self, arn: str, error: UpstreamError) -> None:
+        """Record a non-transient failure: the next read of this secret raises ``error``."""
+        for key, entry in await self.entries(arn):
+            entry.error = error
+            await self._store.set(key, entry)
+
+    async def forget(self, arn: str) -> None:
+        """Drop every entry of one secret."""
+        for key in list(self._keys_by_arn.get(arn, ())):
+            await self._drop(key)
+
+    async def _drop(self, key: str) -> None:
+        self._lru.pop(key, None)
+        await self._evict(key)
 
     async def _evict(self, key: str) -> None:
         await self._store.delete(key)
@@ -153,7 +323,3 @@ class SecretCache:
                 del self._keys_by_arn[arn]
                 for alias in [a for a, target in self._aliases.items() if target == arn]:
                     del self._aliases[alias]
-
-    def arns(self) -> list[str]:
-        """Canonical ARNs with at least one cached version."""
-        return list(self._keys_by_arn)

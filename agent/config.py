@@ -38,10 +38,15 @@ TTL_RANGE = (0, 86_400)
 DEFAULT_MAX_ENTRIES = 1000
 MAX_ENTRIES_RANGE = (1, 1_000_000)
 TOKEN_FILE_MAX_MODE = 0o640
+DEFAULT_MAX_STALE_SECONDS = 86_400
+MAX_STALE_RANGE = (0, 30 * 86_400)
+DEFAULT_REFRESH_INTERVAL = 30
+REFRESH_INTERVAL_RANGE = (1, 86_400)
+REFRESH_MODES = ("poll", "ttl")
 DEFAULT_READ_TIMEOUT = 10
 DEFAULT_MAX_ATTEMPTS = 3  # botocore "standard" retry mode's own default
 
-Kind = Literal["str", "opt_str", "int", "bool", "mode", "str_list", "tags", "level", "format"]
+Kind = Literal["str", "opt_str", "int", "bool", "mode", "str_list", "tags", "level", "format", "mode_choice"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
 
@@ -78,6 +83,15 @@ SCHEMA: dict[str, dict[str, _Key]] = {
     "cache": {
         "ttl_seconds": _Key("int", DEFAULT_TTL_SECONDS, TTL_RANGE),
         "max_entries": _Key("int", DEFAULT_MAX_ENTRIES, MAX_ENTRIES_RANGE),
+        "max_stale_seconds": _Key("int", DEFAULT_MAX_STALE_SECONDS, MAX_STALE_RANGE),
+    },
+    "refresh": {
+        "mode": _Key("mode_choice", "poll"),
+        "interval_seconds": _Key("int", DEFAULT_REFRESH_INTERVAL, REFRESH_INTERVAL_RANGE),
+    },
+    "events": {
+        "sqs_queue_url": _Key("opt_str", None),
+        "wait_time_seconds": _Key("int", 20, (1, 20)),
     },
     "prefetch": {
         "secrets": _Key("str_list", ()),
@@ -146,6 +160,23 @@ class CacheSettings:
 
     ttl_seconds: int
     max_entries: int
+    max_stale_seconds: int = DEFAULT_MAX_STALE_SECONDS
+
+
+@dataclass(frozen=True)
+class RefreshSettings:
+    """How cached secrets are kept fresh: background polling or AWS-agent-style TTL."""
+
+    mode: Literal["poll", "ttl"]
+    interval_seconds: int
+
+
+@dataclass(frozen=True)
+class EventsSettings:
+    """Optional SQS queue fed by an EventBridge rule on aws.secretsmanager."""
+
+    sqs_queue_url: str | None
+    wait_time_seconds: int
 
 
 @dataclass(frozen=True)
@@ -183,6 +214,8 @@ class Settings:
     prefetch: PrefetchSettings
     log: LogSettings
     metrics: MetricsSettings
+    refresh: RefreshSettings = RefreshSettings(mode="poll", interval_seconds=DEFAULT_REFRESH_INTERVAL)
+    events: EventsSettings = EventsSettings(sqs_queue_url=None, wait_time_seconds=20)
     warnings: tuple[str, ...] = ()
     source: str | None = None
 
@@ -293,6 +326,7 @@ _COERCE: dict[Kind, Callable[[Any], Any]] = {
     "str_list": _as_str_list,
     "tags": _as_tags,
     "level": _as_choice(LOG_LEVELS),
+    "mode_choice": _as_choice(REFRESH_MODES),
     "format": lambda raw: None if raw is None else _as_choice(LOG_FORMATS)(raw),
 }
 
@@ -353,6 +387,9 @@ def load_settings(
         problems.append(("auth.headers", "needs at least one header name"))
     aws = AwsSettings(**values["aws"])
     _check_aws(aws, problems)
+    queue = values["events"]["sqs_queue_url"]
+    if queue is not None and urlparse(queue).scheme not in ("http", "https"):
+        problems.append(("events.sqs_queue_url", f"expected an https:// SQS queue URL, got {queue!r}"))
     log_values = values["log"]
     if log_values["format"] is None:
         log_values["format"] = "console" if stdout_is_tty else "json"
@@ -368,6 +405,8 @@ def load_settings(
         prefetch=PrefetchSettings(**values["prefetch"]),
         log=LogSettings(**log_values),
         metrics=MetricsSettings(**values["metrics"]),
+        refresh=RefreshSettings(**values["refresh"]),
+        events=EventsSettings(**values["events"]),
         warnings=tuple(warnings),
         source=path,
     )

@@ -42,7 +42,7 @@ SENSITIVE_KEYS = frozenset(
     }
 )
 REDACTED = "[redacted]"
-NOISY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
+NOISY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "aiocache")
 
 
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -6,10 +6,13 @@ value, a token, or a secret name (names would also make cardinality unbounded).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -37,7 +40,7 @@ class Metrics:
         )
         self.cache_lookups = Counter(
             "secrets_agent_cache_lookups",
-            "Cache lookups by outcome (hit, miss, refresh).",
+            "Cache lookups by outcome (hit, miss, refresh, revalidated, stale, error).",
             ["outcome"],
             registry=self.registry,
         )
@@ -50,6 +53,25 @@ class Metrics:
         self.cache_entries = Gauge(
             "secrets_agent_cache_entries",
             "Secret versions held in the cache.",
+            registry=self.registry,
+        )
+        self.rotations = Counter(
+            "secrets_agent_rotations",
+            "AWSCURRENT moves the agent installed, by how it learned (poll, event, read).",
+            ["how"],
+            registry=self.registry,
+        )
+        self.poll_passes = Counter(
+            "secrets_agent_poll_passes",
+            "Completed change-detection passes.",
+            registry=self.registry,
+        )
+        self._staleness = _StalenessCollector()
+        self.registry.register(self._staleness)
+        self.event_messages = Counter(
+            "secrets_agent_event_messages",
+            "SQS event messages by outcome (handled, ignored, malformed, failed).",
+            ["outcome"],
             registry=self.registry,
         )
 
@@ -78,6 +100,37 @@ class Metrics:
             child = self._lookup_children[outcome] = self.cache_lookups.labels(outcome)
         child.inc()
 
-    def render(self) -> bytes:
-        """The exposition text."""
+    def render(self, staleness: list[float] | None = None) -> bytes:
+        """The exposition text; ``staleness`` is seconds since confirmation of each cached entry."""
+        self._staleness.ages = list(staleness or ())
         return generate_latest(self.registry)
+
+
+STALENESS_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0, 86400.0)
+
+
+class _StalenessCollector(Collector):
+    """Staleness of cached entries as a histogram and a max gauge, computed at scrape time.
+
+    Per-secret gauges would need the secret's name as a label; a histogram
+    answers "how stale is the cache" without naming anything.
+    """
+
+    def __init__(self) -> None:
+        self.ages: list[float] = []
+
+    def collect(self) -> Iterator[Metric]:
+        ages = self.ages
+        buckets = [(f"{bound:g}", float(sum(1 for age in ages if age <= bound))) for bound in STALENESS_BUCKETS]
+        buckets.append(("+Inf", float(len(ages))))
+        yield HistogramMetricFamily(
+            "secrets_agent_staleness_seconds",
+            "Seconds since upstream last confirmed each cached entry, at scrape time.",
+            buckets=buckets,
+            sum_value=sum(ages),
+        )
+        yield GaugeMetricFamily(
+            "secrets_agent_staleness_max_seconds",
+            "Largest seconds since confirmation over cached entries.",
+            value=max(ages, default=0.0),
+        )

@@ -26,11 +26,13 @@ from agent.aws import MAX_POOL_CONNECTIONS, AwsClients, build_clients, caller_id
 from agent.cache import SecretCache
 from agent.config import Settings
 from agent.errors import AgentError
+from agent.events import EventListener
 from agent.log import get_logger
 from agent.metrics import Metrics
 from agent.middleware import ConnectionLimiter
 from agent.refresher import Refresher
 from agent.source import SecretsManagerSource
+from agent.throttle import AttemptPacer
 from agent.web import Components, create_app
 
 log = get_logger("agent.runner")
@@ -86,8 +88,9 @@ async def _start_unix(runner: web.AppRunner, path: str, mode: int) -> None:
 
 
 def build_components(settings: Settings, clients: AwsClients) -> tuple[Components, SecretsManagerSource]:
-    """Wire source, cache, refresher, auth and metrics from settings."""
+    """Wire source, cache, refresher, events, auth and metrics from settings."""
     metrics = Metrics()
+    AttemptPacer().install(clients.secretsmanager)
     source = SecretsManagerSource(
         clients.secretsmanager, max_workers=MAX_POOL_CONNECTIONS, observe=metrics.observe_upstream
     )
@@ -95,15 +98,38 @@ def build_components(settings: Settings, clients: AwsClients) -> tuple[Component
         source,
         ttl_seconds=settings.cache.ttl_seconds,
         max_entries=settings.cache.max_entries,
+        max_stale_seconds=settings.cache.max_stale_seconds,
         observe=metrics.observe_lookup,
     )
+    refresher = Refresher(
+        source,
+        cache,
+        settings.prefetch,
+        settings.refresh,
+        max_stale_seconds=settings.cache.max_stale_seconds,
+        metrics=metrics,
+    )
+    events = None
+    if settings.events.sqs_queue_url and clients.sqs is not None:
+
+        async def refresh_named(secret_ref: str) -> bool:
+            return await refresher.refresh_secret(secret_ref, how="event")
+
+        events = EventListener(
+            clients.sqs,
+            settings.events.sqs_queue_url,
+            refresh_named,
+            wait_seconds=settings.events.wait_time_seconds,
+            metrics=metrics,
+        )
     parts = Components(
         cache=cache,
-        refresher=Refresher(source, cache, settings.prefetch),
+        refresher=refresher,
         auth=Authenticator(settings.auth),
         metrics=metrics,
         limiter=ConnectionLimiter(settings.server.max_connections),
         metrics_public=settings.metrics.public,
+        events=events,
     )
     return parts, source
 
@@ -119,7 +145,7 @@ async def serve(
     log.info("starting", version=__version__, config=settings.source)
     for warning in settings.warnings:
         log.warning("config_warning", detail=warning)
-    clients = build_clients(settings.aws)
+    clients = build_clients(settings.aws, with_sqs=settings.events.sqs_queue_url is not None)
     if settings.aws.validate_credentials:
         identity = await loop.run_in_executor(None, caller_identity, clients)
         log.info("aws_identity", account=identity["account"], arn=identity["arn"], region=clients.region)

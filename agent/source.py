@@ -66,14 +66,20 @@ class SecretMeta:
     name: str
     versions_to_stages: dict[str, tuple[str, ...]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    next_rotation: float | None = None
+    deleted: bool = False
+
+    def version_for_stage(self, stage: str) -> str | None:
+        """The version id that carries ``stage``, if any."""
+        for version, stages in self.versions_to_stages.items():
+            if stage in stages:
+                return version
+        return None
 
     @property
     def current_version(self) -> str | None:
         """The version id that carries ``AWSCURRENT``, if known."""
-        for version, stages in self.versions_to_stages.items():
-            if AWSCURRENT in stages:
-                return version
-        return None
+        return self.version_for_stage(AWSCURRENT)
 
 
 @dataclass
@@ -95,8 +101,21 @@ class SecretSource(Protocol):
         """Fetch the current version of many secrets, in as few calls as allowed."""
         ...
 
-    async def list_secrets(self, name_prefixes: Sequence[str] = (), tag_keys: Sequence[str] = ()) -> list[SecretMeta]:
-        """List secrets (metadata only) matching any of the prefixes or tag keys."""
+    async def list_secrets(
+        self,
+        name_prefixes: Sequence[str] = (),
+        tag_keys: Sequence[str] = (),
+        *,
+        until: Callable[[dict[str, SecretMeta]], bool] | None = None,
+    ) -> list[SecretMeta]:
+        """List secrets (metadata only) matching any of the prefixes or tag keys.
+
+        ``until`` stops paging early once it returns True for what was seen.
+        """
+        ...
+
+    async def describe(self, secret_id: str) -> SecretMeta:
+        """DescribeSecret: one secret's metadata (stages, rotation, deletion)."""
         ...
 
     def close(self) -> None:
@@ -148,11 +167,14 @@ def value_from_response(reply: dict[str, Any]) -> SecretValue:
 
 def meta_from_entry(entry: dict[str, Any]) -> SecretMeta:
     """Build a :class:`SecretMeta` from a ListSecrets entry or DescribeSecret reply."""
+    rotation = entry.get("NextRotationDate")
     return SecretMeta(
         arn=entry["ARN"],
         name=entry["Name"],
         versions_to_stages={k: tuple(v) for k, v in (entry.get("SecretVersionsToStages") or {}).items()},
         tags={t["Key"]: t.get("Value", "") for t in entry.get("Tags") or ()},
+        next_rotation=rotation.timestamp() if rotation is not None else None,
+        deleted=entry.get("DeletedDate") is not None,
     )
 
 
@@ -240,8 +262,19 @@ class SecretsManagerSource:
         except UpstreamError as exc:
             result.errors[secret_id] = exc
 
-    async def list_secrets(self, name_prefixes: Sequence[str] = (), tag_keys: Sequence[str] = ()) -> list[SecretMeta]:
-        """ListSecrets, all pages; one pass per filter kind, union of results."""
+    async def describe(self, secret_id: str) -> SecretMeta:
+        """DescribeSecret."""
+        reply = await self._call("DescribeSecret", secret_id, self._client.describe_secret, SecretId=secret_id)
+        return meta_from_entry(reply)
+
+    async def list_secrets(
+        self,
+        name_prefixes: Sequence[str] = (),
+        tag_keys: Sequence[str] = (),
+        *,
+        until: Callable[[dict[str, SecretMeta]], bool] | None = None,
+    ) -> list[SecretMeta]:
+        """ListSecrets, all pages (or until ``until`` is satisfied); one pass per filter kind."""
         filters: list[list[dict[str, Any]]] = []
         if name_prefixes:
             filters.append([{"Key": "name", "Values": list(name_prefixes)}])
@@ -263,7 +296,7 @@ class SecretsManagerSource:
                     meta = meta_from_entry(entry)
                     seen[meta.arn] = meta
                 token = reply.get("NextToken")
-                if not token:
+                if not token or (until is not None and until(seen)):
                     break
         return list(seen.values())
 

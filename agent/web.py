@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from agent.access import Authenticator
-from agent.cache import SecretCache
+from agent.cache import Lookup, SecretCache
 from agent.errors import BadRequest, NotFound
+from agent.events import EventListener
 from agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.metrics import Metrics
 from agent.middleware import (
@@ -33,7 +34,7 @@ from agent.middleware import (
     observe_middleware,
 )
 from agent.refresher import Refresher
-from agent.types import SecretValue, Selector
+from agent.types import Selector
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Components:
     metrics: Metrics
     limiter: ConnectionLimiter
     metrics_public: bool = False
+    events: EventListener | None = None
 
 
 COMPONENTS = web.AppKey("components", Components)
@@ -85,18 +87,26 @@ def _selector(params: dict[str, str]) -> Selector:
     return Selector(version_id=version_id, version_stage=version_stage)
 
 
-async def _read(request: web.Request, secret_id: str, params: dict[str, str]) -> SecretValue:
+async def _read(request: web.Request, secret_id: str, params: dict[str, str]) -> Lookup:
     if not secret_id:
         raise BadRequest("missing required parameter: secretId")
     request[SECRET_ID_KEY] = secret_id
     parts = request.app[COMPONENTS]
-    value, outcome = await parts.cache.get(secret_id, _selector(params), refresh=_refresh_flag(params))
-    request[CACHE_KEY] = outcome
-    return value
+    lookup = await parts.cache.get(secret_id, _selector(params), refresh=_refresh_flag(params))
+    request[CACHE_KEY] = lookup.outcome
+    return lookup
 
 
-def _json_response(value: SecretValue, outcome: str) -> web.Response:
-    return web.Response(body=value.wire_json, content_type="application/json", headers={"X-Cache": outcome})
+def _cache_headers(lookup: Lookup) -> dict[str, str]:
+    """``X-Cache`` (hit, miss, refresh, revalidated, stale) and ``Age`` (seconds since upstream confirmed)."""
+    headers = {"X-Cache": lookup.outcome, "Age": str(int(lookup.age))}
+    if lookup.outcome == "stale":
+        headers["X-Cache-Stale"] = "true"
+    return headers
+
+
+def _json_response(lookup: Lookup) -> web.Response:
+    return web.Response(body=lookup.value.wire_json, content_type="application/json", headers=_cache_headers(lookup))
 
 
 async def get_query(request: web.Request) -> web.Response:
@@ -104,22 +114,21 @@ async def get_query(request: web.Request) -> web.Response:
     params = _single_params(request, _READ_PARAMS | {"secretId"})
     if "secretId" not in params:
         raise BadRequest("missing required parameter: secretId")
-    value = await _read(request, params["secretId"], params)
-    return _json_response(value, request[CACHE_KEY])
+    return _json_response(await _read(request, params["secretId"], params))
 
 
 async def get_path(request: web.Request) -> web.Response:
     """``/v1/<secretId>``: the path style read."""
     params = _single_params(request, _READ_PARAMS)
-    value = await _read(request, request.match_info["secret_id"], params)
-    return _json_response(value, request[CACHE_KEY])
+    return _json_response(await _read(request, request.match_info["secret_id"], params))
 
 
 async def get_value(request: web.Request) -> web.Response:
     """``/value/<secretId>[?field=KEY]``: the value itself as the body."""
     params = _single_params(request, _READ_PARAMS | {"field"})
-    value = await _read(request, request.match_info["secret_id"], params)
-    headers = {"X-Cache": request[CACHE_KEY]}
+    lookup = await _read(request, request.match_info["secret_id"], params)
+    value = lookup.value
+    headers = _cache_headers(lookup)
     field = params.get("field")
     if field is None:
         if value.secret_binary is not None:
@@ -148,31 +157,34 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: prefetch has run to the end."""
-    if request.app[COMPONENTS].refresher.prefetched.is_set():
-        return web.Response(text="ready")
-    return web.Response(status=503, text="not ready: prefetch in progress")
+    """Readiness: prefetch has run to the end and no prefetched secret is past the stale bound."""
+    ready, reason = await request.app[COMPONENTS].refresher.ready()
+    return web.Response(status=200 if ready else 503, text=reason if ready else f"not ready: {reason}")
 
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition."""
     parts = request.app[COMPONENTS]
     parts.metrics.cache_entries.set(len(parts.cache))
-    response = web.Response(body=parts.metrics.render())
+    response = web.Response(body=parts.metrics.render(await parts.cache.ages()))
     response.headers["Content-Type"] = METRICS_CONTENT_TYPE
     return response
 
 
-def _prefetch_ctx(parts: Components) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def prefetch(_app: web.Application) -> AsyncIterator[None]:
-        # Start serving at once (misses fetch on demand); /readyz waits for this.
-        task = asyncio.create_task(parts.refresher.prefetch(), name="prefetch")
+def _background_ctx(parts: Components) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def background(_app: web.Application) -> AsyncIterator[None]:
+        # Serving starts at once (misses fetch on demand); /readyz waits for prefetch.
+        tasks = [asyncio.create_task(parts.refresher.run(), name="refresher")]
+        if parts.events is not None:
+            tasks.append(asyncio.create_task(parts.events.run(), name="events"))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
-    return prefetch
+    return background
 
 
 def create_app(parts: Components) -> web.Application:
@@ -191,5 +203,5 @@ def create_app(parts: Components) -> web.Application:
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics, name="metrics")
-    app.cleanup_ctx.append(_prefetch_ctx(parts))
+    app.cleanup_ctx.append(_background_ctx(parts))
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agent.errors import SecretNotFound, UpstreamError
 from agent.source import BatchResult, SecretMeta
@@ -57,8 +57,26 @@ class FakeSource:
                 result.errors[secret_id] = exc
         return result
 
-    async def list_secrets(self, name_prefixes: Sequence[str] = (), tag_keys: Sequence[str] = ()) -> list[SecretMeta]:
-        return [SecretMeta(arn=s.arn, name=s.name) for s in self.secrets.values()]
+    def meta(self, secret: SecretValue) -> SecretMeta:
+        return SecretMeta(
+            arn=secret.arn, name=secret.name, versions_to_stages={secret.version_id: secret.version_stages}
+        )
+
+    async def list_secrets(
+        self,
+        name_prefixes: Sequence[str] = (),
+        tag_keys: Sequence[str] = (),
+        *,
+        until: Callable[[dict[str, SecretMeta]], bool] | None = None,
+    ) -> list[SecretMeta]:
+        self.calls["ListSecrets"] += 1
+        return [self.meta(s) for s in self.secrets.values()]
+
+    async def describe(self, secret_id: str) -> SecretMeta:
+        self.calls[f"describe:{secret_id}"] += 1
+        if self.fail_with is not None:
+            raise self.fail_with
+        return self.meta(self._find(secret_id))
 
     def close(self) -> None:
         pass

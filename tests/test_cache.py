@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
 from agent.cache import SecretCache
-from agent.errors import UpstreamUnavailable
+from agent.errors import SecretNotFound, UpstreamDenied, UpstreamUnavailable
+from agent.source import SecretMeta
 from agent.types import CURRENT, Selector
 from tests.fakes import FakeSource
 
@@ -29,11 +31,11 @@ async def test_name_arn_and_partial_arn_share_one_entry() -> None:
     source = FakeSource()
     secret = source.add("app/db", "pw")
     cache = make(source)
-    value, outcome = await cache.get("app/db", CURRENT)
-    assert outcome == "miss" and value.secret_string == "pw"
+    first = await cache.get("app/db", CURRENT)
+    assert first.outcome == "miss" and first.value.secret_string == "pw"
     for alias in (secret.arn, secret.arn[:-7], "app/db"):
-        again, outcome = await cache.get(alias, CURRENT)
-        assert outcome == "hit" and again is value
+        again = await cache.get(alias, CURRENT)
+        assert again.outcome == "hit" and again.value is first.value
     assert len(cache) == 1
     assert sum(source.calls.values()) == 1
 
@@ -49,9 +51,9 @@ async def test_lru_evicts_least_recently_used() -> None:
     await cache.get("a", CURRENT)  # a is now more recent than b
     await cache.get("c", CURRENT)  # evicts b
     assert len(cache) == 2
-    assert (await cache.get("a", CURRENT))[1] == "hit"
-    assert (await cache.get("c", CURRENT))[1] == "hit"
-    assert (await cache.get("b", CURRENT))[1] == "miss"
+    assert (await cache.get("a", CURRENT)).outcome == "hit"
+    assert (await cache.get("c", CURRENT)).outcome == "hit"
+    assert (await cache.get("b", CURRENT)).outcome == "miss"
     assert cache.resolve("b") is not None  # re-added on the miss
 
 
@@ -66,18 +68,119 @@ async def test_eviction_drops_aliases() -> None:
     assert cache.resolve("a") is None and cache.resolve(a.arn) is None
 
 
-async def test_ttl_expiry_goes_upstream() -> None:
-    """An entry older than ttl_seconds is not served as a hit; the next read refetches."""
+async def test_ttl_expiry_revalidates_without_rereading() -> None:
+    """Past ttl_seconds a read revalidates with DescribeSecret; the value is re-read only if it moved."""
     source = FakeSource()
-    source.add("s", "v")
+    secret = source.add("s", "v")
     clock = Clock()
     cache = make(source, ttl=10, clock=clock)
     await cache.get("s", CURRENT)
     clock.now += 9.9
-    assert (await cache.get("s", CURRENT))[1] == "hit"
+    assert (await cache.get("s", CURRENT)).outcome == "hit"
     clock.now += 0.2
-    assert (await cache.get("s", CURRENT))[1] == "miss"
-    assert source.calls["s"] == 2
+    revalidated = await cache.get("s", CURRENT)
+    assert revalidated.outcome == "revalidated" and revalidated.value.secret_string == "v"
+    assert source.calls["s"] == 1 and source.calls[f"describe:{secret.arn}"] == 1
+    assert (await cache.get("s", CURRENT)).outcome == "hit"  # confirmation restarted the TTL
+    source.add("s", "v2", version="v2")
+    clock.now += 11
+    moved = await cache.get("s", CURRENT)
+    assert moved.outcome == "miss" and moved.value.secret_string == "v2"
+
+
+async def test_version_id_entries_never_expire() -> None:
+    """A version id names an immutable value, so its entry is served past the TTL."""
+    source = FakeSource()
+    source.add("s", "v")
+    clock = Clock()
+    cache = make(source, ttl=10, clock=clock)
+    await cache.get("s", Selector(version_id="v1"))
+    clock.now += 1000
+    assert (await cache.get("s", Selector(version_id="v1"))).outcome == "hit"
+    assert source.calls["s"] == 1
+
+
+async def test_stale_if_error_serves_last_good_value() -> None:
+    """A transient upstream failure after the TTL serves the cached value, marked stale with its age."""
+    source = FakeSource()
+    source.add("s", "good")
+    clock = Clock()
+    cache = SecretCache(source, ttl_seconds=10, max_entries=10, max_stale_seconds=100, clock=clock)
+    await cache.get("s", CURRENT)
+    clock.now += 50
+    source.fail_with = UpstreamUnavailable("down")
+    stale = await cache.get("s", CURRENT)
+    assert (stale.outcome, stale.value.secret_string, stale.age) == ("stale", "good", 50)
+
+
+async def test_stale_reads_back_off_from_upstream() -> None:
+    """After a transient failure, reads inside the backoff window make no upstream call."""
+    source = FakeSource()
+    secret = source.add("s", "good")
+    clock = Clock()
+    cache = SecretCache(source, ttl_seconds=10, max_entries=10, max_stale_seconds=100, clock=clock)
+    await cache.get("s", CURRENT)
+    clock.now += 20
+    source.fail_with = UpstreamUnavailable("down")
+    await cache.get("s", CURRENT)
+    tries = source.calls[f"describe:{secret.arn}"]
+    for _ in range(20):
+        assert (await cache.get("s", CURRENT)).outcome == "stale"
+    assert source.calls[f"describe:{secret.arn}"] == tries
+
+
+async def test_past_max_stale_the_error_surfaces() -> None:
+    """Beyond max_stale_seconds the upstream error reaches the reader."""
+    source = FakeSource()
+    source.add("s", "good")
+    clock = Clock()
+    cache = SecretCache(source, ttl_seconds=10, max_entries=10, max_stale_seconds=100, clock=clock)
+    await cache.get("s", CURRENT)
+    clock.now += 101
+    source.fail_with = UpstreamUnavailable("down")
+    with pytest.raises(UpstreamUnavailable):
+        await cache.get("s", CURRENT)
+
+
+async def test_non_transient_error_is_not_hidden() -> None:
+    """AccessDenied/ResourceNotFound are raised even when a cached value exists."""
+    source = FakeSource()
+    source.add("s", "good")
+    clock = Clock()
+    cache = SecretCache(source, ttl_seconds=10, max_entries=10, max_stale_seconds=100, clock=clock)
+    await cache.get("s", CURRENT)
+    clock.now += 20
+    source.fail_with = UpstreamDenied("no")
+    with pytest.raises(UpstreamDenied):
+        await cache.get("s", CURRENT)
+
+
+async def test_recorded_failure_surfaces_on_next_read() -> None:
+    """fail() (the refresher saw the secret deleted) makes the next read raise and forgets the secret."""
+    source = FakeSource()
+    secret = source.add("s", "good")
+    cache = make(source)
+    await cache.get("s", CURRENT)
+    await cache.fail(secret.arn, SecretNotFound("gone"))
+    with pytest.raises(SecretNotFound):
+        await cache.get("s", CURRENT)
+    assert len(cache) == 0
+
+
+async def test_rotate_keeps_previous_readable() -> None:
+    """rotate() installs the new AWSCURRENT and keeps the old value as AWSPREVIOUS with updated stages."""
+    source = FakeSource()
+    old = source.add("s", "one", version="v1")
+    cache = make(source)
+    await cache.get("s", CURRENT)
+    new = dataclasses.replace(old, version_id="v2", secret_string="two")
+    meta = SecretMeta(arn=old.arn, name="s", versions_to_stages={"v1": ("AWSPREVIOUS",), "v2": ("AWSCURRENT",)})
+    assert await cache.rotate(meta, new) == "v1"
+    current = await cache.get("s", CURRENT)
+    previous = await cache.get("s", Selector(version_stage="AWSPREVIOUS"))
+    assert (current.outcome, current.value.secret_string) == ("hit", "two")
+    assert (previous.outcome, previous.value.secret_string) == ("hit", "one")
+    assert previous.value.version_stages == ("AWSPREVIOUS",)
 
 
 async def test_ttl_zero_disables_caching() -> None:
@@ -99,7 +202,7 @@ async def test_versions_by_id_and_stage_are_separate() -> None:
     await cache.get("s", Selector(version_id="v1"))
     await cache.get("s", Selector(version_stage="AWSPREVIOUS"))
     assert len(cache) == 3
-    assert (await cache.get("s", Selector(version_id="v1")))[1] == "hit"
+    assert (await cache.get("s", Selector(version_id="v1"))).outcome == "hit"
 
 
 async def test_refresh_bypasses_and_updates() -> None:
@@ -109,10 +212,10 @@ async def test_refresh_bypasses_and_updates() -> None:
     cache = make(source)
     await cache.get("s", CURRENT)
     source.add("s", "new", version="v2")
-    assert (await cache.get("s", CURRENT))[0].secret_string == "old"
-    value, outcome = await cache.get("s", CURRENT, refresh=True)
-    assert outcome == "refresh" and value.secret_string == "new"
-    assert (await cache.get("s", CURRENT))[0].secret_string == "new"
+    assert (await cache.get("s", CURRENT)).value.secret_string == "old"
+    refreshed = await cache.get("s", CURRENT, refresh=True)
+    assert refreshed.outcome == "refresh" and refreshed.value.secret_string == "new"
+    assert (await cache.get("s", CURRENT)).value.secret_string == "new"
 
 
 async def test_single_flight_one_upstream_call() -> None:
@@ -126,16 +229,17 @@ async def test_single_flight_one_upstream_call() -> None:
     source.gate.set()
     results = await asyncio.gather(*readers)
     assert source.calls["s"] == 1
-    assert {value.secret_string for value, _ in results} == {"v"}
+    assert {lookup.value.secret_string for lookup in results} == {"v"}
 
 
-async def test_single_flight_shares_failure_and_recovers() -> None:
-    """Concurrent misses share one failure; the next read tries again."""
+async def test_single_flight_shares_failure_and_backs_off() -> None:
+    """Concurrent misses share one failure; reads inside the backoff fail fast; after it, one retry."""
     source = FakeSource()
     source.add("s", "v")
     source.gate = asyncio.Event()
     source.fail_with = UpstreamUnavailable("down")
-    cache = make(source)
+    clock = Clock()
+    cache = make(source, clock=clock)
     readers = [asyncio.create_task(cache.get("s", CURRENT)) for _ in range(10)]
     await asyncio.sleep(0.01)
     source.gate.set()
@@ -143,7 +247,12 @@ async def test_single_flight_shares_failure_and_recovers() -> None:
     assert all(isinstance(r, UpstreamUnavailable) for r in results)
     assert source.calls["s"] == 1
     source.fail_with = None
-    assert (await cache.get("s", CURRENT))[0].secret_string == "v"
+    with pytest.raises(UpstreamUnavailable):
+        await cache.get("s", CURRENT)  # still inside the backoff window: no call
+    assert source.calls["s"] == 1
+    clock.now += 61  # past the capped backoff
+    assert (await cache.get("s", CURRENT)).value.secret_string == "v"
+    assert source.calls["s"] == 2
 
 
 async def test_cancelled_reader_does_not_cancel_shared_fetch() -> None:
@@ -159,5 +268,5 @@ async def test_cancelled_reader_does_not_cancel_shared_fetch() -> None:
     source.gate.set()
     with pytest.raises(asyncio.CancelledError):
         await first
-    assert (await second)[0].secret_string == "v"
+    assert (await second).value.secret_string == "v"
     assert source.calls["s"] == 1

@@ -1,0 +1,107 @@
+"""Being a good upstream citizen: jittered backoff, and a hard attempt rate while throttled.
+
+:class:`Backoff` is exponential backoff with *full jitter* (a delay drawn
+uniformly from ``[0, min(cap, base * 2**failures)]``), which spreads a fleet's
+retries instead of synchronising them.
+
+:class:`AttemptPacer` hooks botocore's ``before-send`` and ``response-received``
+events, so it sees every HTTP attempt, botocore's own retries included. Once a
+throttling answer is seen it spaces *all* attempts of the client at least
+``1 / max_rate`` seconds apart until ``quiet_seconds`` pass without another
+throttle. The wait happens in the worker thread that is about to send, never on
+the event loop.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+THROTTLE_CODES = frozenset(
+    {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded", "SlowDown"}
+)
+MAX_ATTEMPTS_PER_SECOND_WHILE_THROTTLED = 5.0
+THROTTLE_QUIET_SECONDS = 30.0
+
+
+class Backoff:
+    """Exponential backoff with full jitter; ``reset()`` after a success."""
+
+    def __init__(self, base: float = 1.0, cap: float = 300.0, rng: random.Random | None = None) -> None:
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+
+    def next_delay(self) -> float:
+        """Record a failure and return how long to wait before the next try."""
+        ceiling = min(self.cap, self.base * (2**self.failures))
+        self.failures += 1
+        return self._rng.uniform(0, ceiling)
+
+    def reset(self) -> None:
+        """Forget past failures."""
+        self.failures = 0
+
+
+class AttemptPacer:
+    """Caps a botocore client's HTTP attempts per second while upstream throttles."""
+
+    def __init__(
+        self,
+        max_rate: float = MAX_ATTEMPTS_PER_SECOND_WHILE_THROTTLED,
+        quiet_seconds: float = THROTTLE_QUIET_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.spacing = 1.0 / max_rate
+        self.quiet_seconds = quiet_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._throttled_until = 0.0
+        self._next_slot = 0.0
+        self.throttles_seen = 0
+
+    @property
+    def throttled(self) -> bool:
+        """True while attempts are being paced."""
+        return self._clock() < self._throttled_until
+
+    def install(self, client: Any) -> None:
+        """Register on every operation of ``client``."""
+        events = client.meta.events
+        events.register("before-send", self._before_send)
+        events.register("response-received", self._response_received)
+
+    def _before_send(self, **_kwargs: Any) -> None:
+        # Returning None lets botocore send the request itself.
+        with self._lock:
+            now = self._clock()
+            if now >= self._throttled_until:
+                return
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + self.spacing
+        wait = slot - now
+        if wait > 0:
+            self._sleep(wait)
+
+    def _response_received(self, parsed_response: Any = None, **_kwargs: Any) -> None:
+        if not isinstance(parsed_response, dict):
+            return
+        error = parsed_response.get("Error") or {}
+        status = (parsed_response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        if error.get("Code") in THROTTLE_CODES or status == 429:
+            self.note_throttle()
+
+    def note_throttle(self) -> None:
+        """Enter (or extend) the paced state."""
+        with self._lock:
+            now = self._clock()
+            if now >= self._throttled_until:
+                self._next_slot = now + self.spacing  # the attempt that was throttled used this second's slot
+            self._throttled_until = now + self.quiet_seconds
+            self.throttles_seen += 1
