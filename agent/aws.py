@@ -132,9 +132,11 @@ def caller_identity(clients: AwsClients) -> dict[str, str]:
         ) from exc
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        raise CredentialsError(
-            f"AWS rejected the agent's credentials: {error.get('Code', 'Unknown')}: {error.get('Message', '')}"
-        ) from exc
+        code, message = error.get("Code", "Unknown"), error.get("Message", "")
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if status >= 500 or "Throttl" in code:
+            raise CredentialsError(f"could not verify AWS credentials, STS answered {code}: {message}") from exc
+        raise CredentialsError(f"AWS rejected the agent's credentials: {code}: {message}") from exc
     except (BotoCoreError, ValueError) as exc:
         # ValueError covers botocore's ResponseParserError (an unparseable reply).
         raise CredentialsError(f"could not verify AWS credentials: {type(exc).__name__}") from exc

@@ -163,7 +163,7 @@ class EventListener:
                     handled = True
                     break
         except UpstreamError as exc:
-            log.warning("event_refresh_failed", event=event_name, error=exc.code)
+            log.warning("event_refresh_failed", event_name=event_name, error=exc.code)
             self._count("failed")
             return "failed"
         if not handled:
@@ -174,7 +174,7 @@ class EventListener:
             await _in_daemon_thread(lambda: self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=receipt))
         except Exception as exc:  # the refresh happened; a redelivery is harmless
             log.warning("event_delete_failed", error=translate(exc).code)
-        log.info("event_handled", event=event_name)
+        log.info("event_handled", event_name=event_name)
         self._count("handled")
         return "handled"
 

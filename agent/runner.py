@@ -90,7 +90,8 @@ async def _start_unix(runner: web.AppRunner, path: str, mode: int) -> None:
 def build_components(settings: Settings, clients: AwsClients) -> tuple[Components, SecretsManagerSource]:
     """Wire source, cache, refresher, events, auth and metrics from settings."""
     metrics = Metrics()
-    AttemptPacer().install(clients.secretsmanager)
+    pacer = AttemptPacer()
+    pacer.install(clients.secretsmanager)
     source = SecretsManagerSource(
         clients.secretsmanager, max_workers=MAX_POOL_CONNECTIONS, observe=metrics.observe_upstream
     )
@@ -130,6 +131,7 @@ def build_components(settings: Settings, clients: AwsClients) -> tuple[Component
         limiter=ConnectionLimiter(settings.server.max_connections),
         metrics_public=settings.metrics.public,
         events=events,
+        pacer=pacer,
     )
     return parts, source
 
@@ -189,6 +191,8 @@ async def serve(
         # Signal handlers stay installed until cleanup is over: a second
         # SIGTERM while draining must not kill the process mid-shutdown.
         await runner.cleanup()
+        if parts.pacer is not None:
+            parts.pacer.close()  # botocore retries still running in threads stop here
         source.close()
         if bound_socket:
             with contextlib.suppress(FileNotFoundError):

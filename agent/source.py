@@ -168,10 +168,12 @@ def value_from_response(reply: dict[str, Any]) -> SecretValue:
 def meta_from_entry(entry: dict[str, Any]) -> SecretMeta:
     """Build a :class:`SecretMeta` from a ListSecrets entry or DescribeSecret reply."""
     rotation = entry.get("NextRotationDate")
+    # ListSecrets calls it SecretVersionsToStages, DescribeSecret VersionIdsToStages.
+    stages = entry.get("SecretVersionsToStages") or entry.get("VersionIdsToStages") or {}
     return SecretMeta(
         arn=entry["ARN"],
         name=entry["Name"],
-        versions_to_stages={k: tuple(v) for k, v in (entry.get("SecretVersionsToStages") or {}).items()},
+        versions_to_stages={k: tuple(v) for k, v in stages.items()},
         tags={t["Key"]: t.get("Value", "") for t in entry.get("Tags") or ()},
         next_rotation=rotation.timestamp() if rotation is not None else None,
         deleted=entry.get("DeletedDate") is not None,

@@ -6,10 +6,12 @@ retries instead of synchronising them.
 
 :class:`AttemptPacer` hooks botocore's ``before-send`` and ``response-received``
 events, so it sees every HTTP attempt, botocore's own retries included. Once a
-throttling answer is seen it spaces *all* attempts of the client at least
-``1 / max_rate`` seconds apart until ``quiet_seconds`` pass without another
-throttle. The wait happens in the worker thread that is about to send, never on
-the event loop.
+throttling answer is seen it paces *all* attempts of the client until
+``quiet_seconds`` pass without another throttle: from then on no one-second window holds more than ``max_rate``
+attempts, the attempts already sent when throttling began included. The wait
+happens in the worker thread that is about to send, never on the event loop.
+Attempts already in flight when the first throttle arrives (at most the pool
+size, 10) cannot be recalled.
 """
 
 from __future__ import annotations
@@ -17,14 +19,22 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 THROTTLE_CODES = frozenset(
     {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded", "SlowDown"}
 )
-MAX_ATTEMPTS_PER_SECOND_WHILE_THROTTLED = 5.0
+MAX_ATTEMPTS_PER_SECOND_WHILE_THROTTLED = 5
 THROTTLE_QUIET_SECONDS = 30.0
+# Threads wake and send a few ms after their slot; the margin keeps the rate
+# true as upstream observes it, not only as reserved here.
+SEND_JITTER_GUARD = 0.05
+
+
+class ClientClosed(RuntimeError):
+    """The agent is shutting down: no further upstream attempts are made."""
 
 
 class Backoff:
@@ -52,18 +62,19 @@ class AttemptPacer:
 
     def __init__(
         self,
-        max_rate: float = MAX_ATTEMPTS_PER_SECOND_WHILE_THROTTLED,
+        max_rate: int = MAX_ATTEMPTS_PER_SECOND_WHILE_THROTTLED,
         quiet_seconds: float = THROTTLE_QUIET_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.spacing = 1.0 / max_rate
+        self.max_rate = int(max_rate)
         self.quiet_seconds = quiet_seconds
+        self._recent: deque[float] = deque()  # attempt times (sent or reserved), last 2 s
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
         self._throttled_until = 0.0
-        self._next_slot = 0.0
+        self._closed = False
         self.throttles_seen = 0
 
     @property
@@ -77,14 +88,29 @@ class AttemptPacer:
         events.register("before-send", self._before_send)
         events.register("response-received", self._response_received)
 
+    def close(self) -> None:
+        """Refuse every later attempt (botocore retries of calls still running included)."""
+        self._closed = True
+
     def _before_send(self, **_kwargs: Any) -> None:
         # Returning None lets botocore send the request itself.
+        if self._closed:
+            raise ClientClosed("the agent is shutting down")
         with self._lock:
             now = self._clock()
-            if now >= self._throttled_until:
-                return
-            slot = max(now, self._next_slot)
-            self._next_slot = slot + self.spacing
+            recent = self._recent
+            while recent and recent[0] <= now - 2.0:
+                recent.popleft()
+            slot = now
+            if now < self._throttled_until:
+                # Sliding window: this attempt goes no earlier than one second after
+                # the max_rate-th latest one, so any second holds at most max_rate
+                # attempts, counting those already sent when throttling began.
+                if len(recent) >= self.max_rate:
+                    slot = max(slot, recent[-self.max_rate] + 1.0 + SEND_JITTER_GUARD)
+                if recent:
+                    slot = max(slot, recent[-1])
+            recent.append(slot)
         wait = slot - now
         if wait > 0:
             self._sleep(wait)
@@ -100,8 +126,5 @@ class AttemptPacer:
     def note_throttle(self) -> None:
         """Enter (or extend) the paced state."""
         with self._lock:
-            now = self._clock()
-            if now >= self._throttled_until:
-                self._next_slot = now + self.spacing  # the attempt that was throttled used this second's slot
-            self._throttled_until = now + self.quiet_seconds
+            self._throttled_until = self._clock() + self.quiet_seconds
             self.throttles_seen += 1

@@ -34,6 +34,7 @@ from agent.middleware import (
     observe_middleware,
 )
 from agent.refresher import Refresher
+from agent.throttle import AttemptPacer
 from agent.types import Selector
 
 
@@ -48,6 +49,7 @@ class Components:
     limiter: ConnectionLimiter
     metrics_public: bool = False
     events: EventListener | None = None
+    pacer: AttemptPacer | None = None
 
 
 COMPONENTS = web.AppKey("components", Components)

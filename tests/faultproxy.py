@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
@@ -51,6 +52,7 @@ class FaultProxy:
         self.upstream = upstream
         self.faults: list[Fault] = []
         self.calls: Counter[str] = Counter()
+        self.times: list[tuple[float, str]] = []  # (monotonic time, operation) of every request
         self.port = free_port()
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
@@ -98,6 +100,7 @@ class FaultProxy:
         body = await request.read()
         operation = operation_of(request.headers, body)
         self.calls[operation] += 1
+        self.times.append((time.monotonic(), operation))
         fault = self._match(operation)
         if fault is not None:
             if fault.kind == "error":

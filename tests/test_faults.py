@@ -1,0 +1,129 @@
+"""Upstream faults through the fault-injecting proxy: stale-if-error, readiness bound, throttling."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import AgentFactory
+from tests.faultproxy import Fault, FaultProxy
+
+SM_OPERATIONS = ("GetSecretValue", "BatchGetSecretValue", "DescribeSecret", "ListSecrets")
+
+
+def on_secrets_manager(proxy: FaultProxy, fault: Fault) -> None:
+    """Apply ``fault`` to every Secrets Manager operation (STS stays healthy)."""
+    for operation in SM_OPERATIONS:
+        proxy.add(dataclasses.replace(fault, operation=operation))
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("*", "error", status=500, code="InternalServiceError"),
+        Fault("*", "error", status=400, code="ThrottlingException"),
+        Fault("*", "drop"),
+        Fault("*", "delay", seconds=3.0),
+    ],
+    ids=["5xx", "throttled", "dropped", "slow"],
+)
+async def test_stale_if_error(sm: Any, proxy: FaultProxy, run_agent: AgentFactory, fault: Fault) -> None:
+    """While upstream fails transiently, the last good value is served, marked stale with its age."""
+    sm.create_secret(Name="stale/s", SecretString="last-good")
+    async with run_agent(
+        proxy.url,
+        cache__ttl_seconds=1,
+        refresh__interval_seconds=3600,
+        aws__read_timeout_seconds=1,
+        prefetch__secrets=["stale/s"],
+    ) as agent:
+        await agent.wait_ready()
+        await asyncio.sleep(1.2)
+        on_secrets_manager(proxy, fault)
+        for path in ("/value/stale/s", "/v1/stale/s", "/v1/stale/s?refreshNow=true"):
+            reply = await agent.get(path)
+            assert reply.status == 200, reply.text
+            assert reply.headers["X-Cache"] == "stale" and reply.headers["X-Cache-Stale"] == "true"
+            assert int(reply.headers["Age"]) >= 1
+        assert (await agent.get("/value/stale/s")).text == "last-good"
+        assert (await agent.get("/readyz", token=None)).status == 200
+        proxy.clear()
+
+
+async def test_non_transient_errors_are_surfaced(sm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
+    """AccessDenied on revalidation reaches the reader: it is not hidden behind the cached value."""
+    sm.create_secret(Name="deny/s", SecretString="v")
+    async with run_agent(
+        proxy.url, cache__ttl_seconds=1, refresh__interval_seconds=3600, prefetch__secrets=["deny/s"]
+    ) as agent:
+        await agent.wait_ready()
+        await asyncio.sleep(1.2)
+        on_secrets_manager(proxy, Fault("*", "error", status=400, code="AccessDeniedException"))
+        reply = await agent.get("/value/deny/s")
+        assert reply.status == 403 and reply.json()["__type"] == "AccessDeniedException"
+
+
+async def test_readyz_and_reads_fail_past_max_stale(sm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
+    """Past cache.max_stale_seconds without confirmation /readyz is 503 and reads report the upstream error."""
+    sm.create_secret(Name="bound/s", SecretString="v")
+    async with run_agent(
+        proxy.url,
+        cache__ttl_seconds=1,
+        cache__max_stale_seconds=2,
+        refresh__interval_seconds=1,
+        prefetch__secrets=["bound/s"],
+    ) as agent:
+        await agent.wait_ready()
+        on_secrets_manager(proxy, Fault("*", "error", status=503, code="ServiceUnavailable"))
+        assert (await agent.get("/value/bound/s")).status == 200  # still within the bound
+        for _ in range(60):
+            if (await agent.get("/readyz", token=None)).status == 503:
+                break
+            await asyncio.sleep(0.1)
+        readyz = await agent.get("/readyz", token=None)
+        assert readyz.status == 503 and "max_stale" in readyz.text and "bound/s" not in readyz.text
+        reply = await agent.get("/value/bound/s")
+        assert reply.status == 502 and reply.json()["__type"] == "ServiceUnavailable"
+        proxy.clear()
+        for _ in range(60):
+            if (await agent.get("/readyz", token=None)).status == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert (await agent.get("/readyz", token=None)).status == 200
+
+
+async def test_attempts_capped_while_throttled(sm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
+    """While upstream throttles, all attempts together (botocore retries included) stay at about 5 per second."""
+    names = [f"thr/{i}" for i in range(20)]
+    for name in names:
+        sm.create_secret(Name=name, SecretString="v")
+    on_secrets_manager(proxy, Fault("*", "error", status=400, code="ThrottlingException"))
+    stop = asyncio.Event()
+    statuses: list[int] = []
+
+    async def reader(offset: int) -> None:
+        i = offset
+        while not stop.is_set():
+            statuses.append((await agent.get(f"/value/{names[i % len(names)]}")).status)
+            i += 1
+
+    async with run_agent(
+        proxy.url, aws__max_attempts=3, aws__read_timeout_seconds=5, refresh__interval_seconds=1
+    ) as agent:
+        started = time.monotonic()
+        readers = [asyncio.create_task(reader(i)) for i in range(10)]
+        await asyncio.sleep(5)
+        stop.set()
+        await asyncio.gather(*readers)
+    attempts = [t - started for t, op in proxy.times if op in SM_OPERATIONS and t >= started]
+    assert statuses and set(statuses) <= {429}
+    # From one second in, no second holds more than 5 attempts; before that, the attempts
+    # already in flight when the first throttle came back (at most the 10 pool workers).
+    windows = [sum(1 for t in attempts if w <= t < w + 1.0) for w in attempts if w >= 1.0]
+    assert max(windows, default=0) <= 5, " ".join(f"{t:.2f}" for t in attempts)
+    duration = max(attempts) if attempts else 0.0
+    assert len(attempts) <= 10 + 5 * duration + 1, (len(attempts), duration)

@@ -1,0 +1,260 @@
+"""Rotation-aware freshness against moto: polling, events through a real SQS queue, TTL mode."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import boto3
+
+from agent.emulator import MotoServer
+from tests.conftest import REGION, AgentFactory, AgentHandle
+from tests.faultproxy import FaultProxy
+
+VALUE_READS = ("GetSecretValue", "BatchGetSecretValue")
+
+
+async def wait_for_value(agent: AgentHandle, path: str, expected: str, timeout: float) -> float:
+    """Poll the agent until ``path`` returns ``expected``; return the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        reply = await agent.get(path)
+        assert reply.status == 200, reply.text
+        if reply.text == expected:
+            return time.monotonic() - started
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{path} did not become {expected!r} within {timeout}s (last {reply.text!r})")
+
+
+async def test_put_secret_value_picked_up_by_polling(sm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
+    """PutSecretValue is served within interval + a few seconds without refreshNow; the old value is AWSPREVIOUS."""
+    first = sm.create_secret(Name="poll/db", SecretString="one")["VersionId"]
+    async with run_agent(proxy.url, refresh__interval_seconds=1, prefetch__secrets=["poll/db"]) as agent:
+        await agent.wait_ready()
+        assert (await agent.get("/value/poll/db")).text == "one"
+        second = sm.put_secret_value(SecretId="poll/db", SecretString="two")["VersionId"]
+        await wait_for_value(agent, "/value/poll/db", "two", timeout=4)
+        current = (await agent.get("/v1/poll/db")).json()
+        previous = await agent.get("/v1/poll/db?versionStage=AWSPREVIOUS")
+        assert current["VersionId"] == second and current["VersionStages"] == ["AWSCURRENT"]
+        assert previous.headers["X-Cache"] == "hit"
+        assert (previous.json()["VersionId"], previous.json()["SecretString"]) == (first, "one")
+        assert await agent.metric("secrets_agent_rotations_total", how="poll") == 1
+
+
+async def test_stage_and_move_rotation(sm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
+    """A value staged only AWSPENDING is never served as current; after the stage move it is."""
+    old = sm.create_secret(Name="poll/stage", SecretString="old")["VersionId"]
+    async with run_agent(proxy.url, refresh__interval_seconds=1, prefetch__secrets=["poll/stage"]) as agent:
+        await agent.wait_ready()
+        pending = sm.put_secret_value(SecretId="poll/stage", SecretString="pending", VersionStages=["AWSPENDING"])
+        await asyncio.sleep(2.5)  # at least two polling passes see the pending version
+        assert (await agent.get("/value/poll/stage")).text == "old"
+        sm.update_secret_version_stage(
+            SecretId="poll/stage",
+            VersionStage="AWSCURRENT",
+            MoveToVersionId=pending["VersionId"],
+            RemoveFromVersionId=old,
+        )
+        await wait_for_value(agent, "/value/poll/stage", "pending", timeout=4)
+        previous = await agent.get("/value/poll/stage?versionStage=AWSPREVIOUS")
+        assert previous.text == "old"
+
+
+async def test_idle_polling_reads_no_values(sm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
+    """With nothing rotating, polling makes no GetSecretValue/BatchGetSecretValue and confirms entries."""
+    names = [f"idle/{i}" for i in range(30)]
+    for name in names:
+        sm.create_secret(Name=name, SecretString=name)
+    async with run_agent(
+        proxy.url, refresh__interval_seconds=1, cache__ttl_seconds=2, prefetch__secrets=names
+    ) as agent:
+        await agent.wait_ready()
+        reads_after_prefetch = sum(proxy.calls[op] for op in VALUE_READS)
+        await asyncio.sleep(4.5)  # > 2 TTLs: without confirmation every entry would have expired
+        replies = await asyncio.gather(*(agent.get(f"/value/{name}") for name in names))
+        assert {r.headers["X-Cache"] for r in replies} == {"hit"}
+        assert sum(proxy.calls[op] for op in VALUE_READS) == reads_after_prefetch
+        passes = await agent.metric("secrets_agent_poll_passes_total")
+    assert passes >= 3
+    # One ListSecrets page covers all 30 secrets; plus one round-robin DescribeSecret per pass.
+    assert proxy.calls["ListSecrets"] <= passes + 1
+    assert proxy.calls["DescribeSecret"] <= passes + 1
+
+
+async def test_ttl_mode_revalidates_on_read(sm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
+    """mode=ttl makes no background calls; after the TTL a read revalidates and re-reads only on change."""
+    sm.create_secret(Name="ttl/s", SecretString="a")
+    async with run_agent(
+        proxy.url, refresh__mode="ttl", refresh__interval_seconds=1, cache__ttl_seconds=1, prefetch__secrets=["ttl/s"]
+    ) as agent:
+        await agent.wait_ready()
+        before = sum(proxy.calls.values())
+        await asyncio.sleep(2.2)
+        assert sum(proxy.calls.values()) == before  # nothing in the background
+        unchanged = await agent.get("/value/ttl/s")
+        assert (unchanged.text, unchanged.headers["X-Cache"]) == ("a", "revalidated")
+        assert proxy.calls["DescribeSecret"] == 1 and proxy.calls["GetSecretValue"] == 0
+        sm.put_secret_value(SecretId="ttl/s", SecretString="b")
+        assert (await agent.get("/value/ttl/s")).text == "a"  # inside the TTL: still cached
+        await asyncio.sleep(1.2)
+        assert (await agent.get("/value/ttl/s")).text == "b"
+        assert proxy.calls["GetSecretValue"] == 1
+
+
+def eventbridge_message(event_name: str, arn: str, *, arn_key: str = "aRN", secret_id: str | None = None) -> str:
+    """An EventBridge 'AWS API Call via CloudTrail' event for Secrets Manager, as SQS delivers it."""
+    return json.dumps(
+        {
+            "version": "0",
+            "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+            "detail-type": "AWS API Call via CloudTrail",
+            "source": "aws.secretsmanager",
+            "account": "123456789012",
+            "time": "2026-11-29T12:00:00Z",
+            "region": REGION,
+            "resources": [],
+            "detail": {
+                "eventSource": "secretsmanager.amazonaws.com",
+                "eventName": event_name,
+                "requestParameters": {"secretId": secret_id or arn},
+                "responseElements": {arn_key: arn},
+            },
+        }
+    )
+
+
+async def test_event_refreshes_at_once(sm: Any, moto: MotoServer, run_agent: AgentFactory) -> None:
+    """A PutSecretValue event on SQS refreshes the secret within ~2 s; handled messages are deleted, others kept."""
+    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=moto.url)
+    queue = sqs.create_queue(QueueName="secrets-events")["QueueUrl"]
+    arn = sm.create_secret(Name="ev/s", SecretString="before")["ARN"]
+    async with run_agent(
+        moto.url,
+        refresh__interval_seconds=3600,  # polling cannot be what picks it up
+        events__sqs_queue_url=queue,
+        events__wait_time_seconds=1,
+        prefetch__secrets=["ev/s"],
+    ) as agent:
+        await agent.wait_ready()
+        sm.put_secret_value(SecretId="ev/s", SecretString="after")
+        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"source": "aws.ec2", "detail": {}}))
+        sqs.send_message(QueueUrl=queue, MessageBody=eventbridge_message("PutSecretValue", arn))
+        took = await wait_for_value(agent, "/value/ev/s", "after", timeout=5)
+        assert took < 4
+        for _ in range(30):
+            if await agent.metric("secrets_agent_event_messages_total", outcome="ignored") >= 1:
+                break
+            await asyncio.sleep(0.1)
+        assert await agent.metric("secrets_agent_event_messages_total", outcome="handled") == 1
+        assert await agent.metric("secrets_agent_rotations_total", how="event") == 1
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    # The unrelated message was left for its owner; the handled one is gone.
+    assert (
+        int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"]) == 1
+    )
+
+
+async def test_event_by_name_for_stage_move(sm: Any, moto: MotoServer, run_agent: AgentFactory) -> None:
+    """An UpdateSecretVersionStage event naming the secret by name (lower-case arn key) refreshes it."""
+    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=moto.url)
+    queue = sqs.create_queue(QueueName="secrets-events-2")["QueueUrl"]
+    created = sm.create_secret(Name="ev/stage", SecretString="v1")
+    async with run_agent(
+        moto.url,
+        refresh__interval_seconds=3600,
+        events__sqs_queue_url=queue,
+        events__wait_time_seconds=1,
+        prefetch__secrets=["ev/stage"],
+    ) as agent:
+        await agent.wait_ready()
+        pending = sm.put_secret_value(SecretId="ev/stage", SecretString="v2", VersionStages=["AWSPENDING"])
+        sm.update_secret_version_stage(
+            SecretId="ev/stage",
+            VersionStage="AWSCURRENT",
+            MoveToVersionId=pending["VersionId"],
+            RemoveFromVersionId=created["VersionId"],
+        )
+        body = eventbridge_message("UpdateSecretVersionStage", created["ARN"], arn_key="arn", secret_id="ev/stage")
+        sqs.send_message(QueueUrl=queue, MessageBody=body)
+        await wait_for_value(agent, "/value/ev/stage", "v2", timeout=5)
+
+
+async def test_deleted_secret_surfaces_on_next_read(sm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
+    """A secret deleted upstream is not served from cache after the next pass: the read reports it."""
+    sm.create_secret(Name="gone/s", SecretString="v")
+    async with run_agent(proxy.url, refresh__interval_seconds=1, prefetch__secrets=["gone/s"]) as agent:
+        await agent.wait_ready()
+        assert (await agent.get("/value/gone/s")).status == 200
+        sm.delete_secret(SecretId="gone/s", ForceDeleteWithoutRecovery=True)
+        for _ in range(50):
+            reply = await agent.get("/value/gone/s")
+            if reply.status != 200:
+                break
+            await asyncio.sleep(0.1)
+        assert reply.status == 404 and reply.json()["__type"] == "ResourceNotFoundException"
+
+
+async def test_continuous_rotation_readers_never_see_errors_or_non_current(
+    sm: Any, proxy: FaultProxy, run_agent: AgentFactory
+) -> None:
+    """Under continuous rotation (both ways) readers only ever see values that were AWSCURRENT, never an error."""
+    first = sm.create_secret(Name="churn/s", SecretString="v0")["VersionId"]
+    ever_current = {"v0"}
+    never_current: set[str] = set()
+    seen: list[tuple[int, str]] = []
+    stop = asyncio.Event()
+
+    async def reader(agent: AgentHandle) -> None:
+        while not stop.is_set():
+            reply = await agent.get("/value/churn/s")
+            seen.append((reply.status, reply.text))
+            await asyncio.sleep(0.01)
+
+    def rotate() -> None:
+        # PutSecretValue rotations first, then stage-and-move ones: moto 5.2.5 leaves two
+        # versions labelled AWSCURRENT when a plain PutSecretValue follows a stage move,
+        # a state real Secrets Manager never shows.
+        current = first
+        for i in range(1, 13):
+            value = f"v{i}"
+            if i <= 5:
+                current = sm.put_secret_value(SecretId="churn/s", SecretString=value)["VersionId"]
+                ever_current.add(value)
+            else:
+                if i % 3 == 0:  # a pending version that is abandoned, never moved to current
+                    abandoned = f"abandoned{i}"
+                    never_current.add(abandoned)
+                    sm.put_secret_value(SecretId="churn/s", SecretString=abandoned, VersionStages=["AWSPENDING"])
+                    time.sleep(0.3)
+                staged = sm.put_secret_value(SecretId="churn/s", SecretString=value, VersionStages=["AWSPENDING"])
+                time.sleep(0.3)
+                ever_current.add(value)
+                sm.update_secret_version_stage(
+                    SecretId="churn/s",
+                    VersionStage="AWSCURRENT",
+                    MoveToVersionId=staged["VersionId"],
+                    RemoveFromVersionId=current,
+                )
+                current = staged["VersionId"]
+            time.sleep(0.4)
+
+    async with run_agent(proxy.url, refresh__interval_seconds=1, prefetch__secrets=["churn/s"]) as agent:
+        await agent.wait_ready()
+        readers = [asyncio.create_task(reader(agent)) for _ in range(4)]
+        try:
+            await asyncio.to_thread(rotate)
+            await wait_for_value(agent, "/value/churn/s", "v12", timeout=4)
+        finally:
+            stop.set()
+            await asyncio.gather(*readers)
+    assert len(seen) > 100
+    assert {status for status, _ in seen} == {200}
+    values = {text for _, text in seen}
+    assert values <= ever_current, values - ever_current
+    assert not values & never_current
+    assert len(values) > 3  # readers followed the rotations
