@@ -25,9 +25,10 @@ the secret itself. Three things keep staleness bounded anyway:
    interval before it until ``ROTATION_WINDOW_SECONDS`` after) are checked with
    DescribeSecret on every cycle, so scheduled rotations never depend on the
    list at all;
-3. one more cached secret per cycle, round-robin, is checked with
-   DescribeSecret: an independent path that visits every secret within
-   ``N`` cycles at a cost of one call per cycle.
+3. every ``ROUND_ROBIN_EVERY``-th cycle one more cached secret, round-robin,
+   is checked with DescribeSecret: an independent path that does not trust
+   the list at all, at a quarter of a call per cycle (a full call per cycle
+   would double the idle cost of small caches for a rare failure mode).
 
 A secret missing from the list (deleted, or scheduled for deletion) is
 described individually; a hard error (ResourceNotFound, AccessDenied, marked
@@ -59,6 +60,7 @@ log = get_logger("agent.refresher")
 
 JITTER = 0.10
 ROTATION_WINDOW_SECONDS = 900.0
+ROUND_ROBIN_EVERY = 4  # passes between round-robin DescribeSecret checks
 NAME_FILTER_VALUES = 10  # ListSecrets accepts at most 10 values per filter
 LIST_PAGE = 100
 
@@ -100,6 +102,7 @@ class Refresher:
         self.required: set[str] = set()
         self._pending: list[str] = []  # prefetch ids that failed transiently
         self._round_robin = 0
+        self._passes = 0
         self._list_plan = "all"
         self._names: dict[str, str] = {}  # arn -> name, for name-filtered listing
 
@@ -250,10 +253,12 @@ class Refresher:
             for arn, meta in listed.items()
             if meta.next_rotation is not None and window_start <= meta.next_rotation <= window_end
         ]
-        ordered = sorted(arns)
-        self._round_robin %= len(ordered)
-        chosen.append(ordered[self._round_robin])
-        self._round_robin += 1
+        self._passes += 1
+        if self._passes % ROUND_ROBIN_EVERY == 0:
+            ordered = sorted(arns)
+            self._round_robin %= len(ordered)
+            chosen.append(ordered[self._round_robin])
+            self._round_robin += 1
         return chosen
 
     async def _describe(self, arn: str) -> SecretMeta | None:
