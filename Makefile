@@ -31,9 +31,13 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-# Benchmarks need wrk and nginx (Debian packages); bench/run.sh installs them when missing.
+# Throughput needs wrk and nginx (Debian packages); bench/run.sh installs them when missing.
 bench: $(STAMP)
 	bench/run.sh
+
+# Upstream calls and staleness by refresh policy (about 15 minutes).
+bench-freshness: $(STAMP)
+	$(BIN)/python -m bench.freshness
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -243,8 +243,14 @@ class SecretCache:
             return (refreshed.value if refreshed else entry.value), "revalidated"
         return await self._load(entry.value.arn, selector, "miss")
 
-    async def put(self, value: SecretValue, selector: Selector, *, asked_as: str | None = None) -> None:
-        """Store ``value`` under its ARN and ``selector``; register its aliases; evict LRU."""
+    async def put(
+        self, value: SecretValue, selector: Selector, *, asked_as: str | None = None, recent: bool = True
+    ) -> None:
+        """Store ``value`` under its ARN and ``selector``; register its aliases; evict LRU.
+
+        ``recent=False`` files the entry as least recently used: it is kept only
+        while there is room, and never pushes out an entry someone reads.
+        """
         if not self.caching:
             return
         arn = value.arn
@@ -254,7 +260,7 @@ class SecretCache:
         key = _key(arn, selector)
         await self._store.set(key, Entry(value=value, confirmed_at=self._clock()))
         self._lru[key] = None
-        self._lru.move_to_end(key)
+        self._lru.move_to_end(key, last=recent)
         self._keys_by_arn.setdefault(arn, set()).add(key)
         while len(self._lru) > self._max:
             oldest, _ = self._lru.popitem(last=False)
@@ -292,7 +298,8 @@ class SecretCache:
         previous_id = old.value.version_id if old is not None else None
         await self.put(current, STAGE_CURRENT)
         if old is not None and AWSPREVIOUS in meta.versions_to_stages.get(previous_id or "", ()):
-            await self.put(old.value, STAGE_PREVIOUS)
+            # Kept while there is room: an old version must not evict a current one.
+            await self.put(old.value, STAGE_PREVIOUS, recent=False)
         await self.confirm(meta)
         return previous_id
 

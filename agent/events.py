@@ -146,7 +146,11 @@ class EventListener:
                 continue
             backoff.reset()
             for message in reply.get("Messages", ()):
-                await self.handle(message)
+                try:
+                    await self.handle(message)
+                except Exception as exc:  # one bad message must not stop the listener
+                    log.exception("event_handling_failed", error=type(exc).__name__)
+                    self._count("failed")
 
     async def handle(self, message: dict[str, Any]) -> str:
         """Act on one message; returns the outcome (handled, ignored, malformed, failed)."""

@@ -6,4 +6,4 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light
 fi
-.venv/bin/python bench/throughput.py "$@"
+.venv/bin/python -m bench.throughput "$@"

@@ -33,8 +33,8 @@ from pathlib import Path
 import boto3
 
 from agent.emulator import MotoServer, free_port
+from bench.common import REGION, agent_command, agent_env
 
-REGION = "us-east-1"
 PATH = "/v1/bench/s0001"
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -82,22 +82,14 @@ def wait_http(url: str, timeout: float = 120.0) -> None:
 
 
 def start_agent(moto_url: str, token: str, port: int, level: str, workdir: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SECRETS_AGENT_", "AWS_"))}
-    env.update(
-        {
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_TOKEN": token,
-            "SECRETS_AGENT_PREFETCH_NAME_PREFIXES": "bench/",
-            "SECRETS_AGENT_CACHE_MAX_ENTRIES": "2000",
-            "SECRETS_AGENT_LOG_LEVEL": level,
-        }
+    env = agent_env(
+        token,
+        {"prefetch_name_prefixes": "bench/", "cache_max_entries": "2000", "log_level": level},
     )
-    cmd = ["taskset", "-c", "0", sys.executable, "-m", "agent", "run", "--http-port", str(port)]
-    cmd += ["--endpoint-url", moto_url, "--region", REGION]
     log = open(workdir / f"agent-{level}.log", "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        agent_command(port, moto_url, cpu="0"), env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
 
 
 def start_nginx(body: bytes, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs
 
-from aiohttp import ClientSession, web
+from aiohttp import ClientOSError, ClientSession, ServerDisconnectedError, web
 
 from agent.emulator import free_port
 
@@ -115,16 +115,23 @@ class FaultProxy:
                 await asyncio.sleep(fault.seconds)
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        async with self._session.request(
-            request.method, self.upstream + request.path_qs, data=body, headers=headers
-        ) as reply:
-            data = await reply.read()
-            passthrough = {
-                k: v
-                for k, v in reply.headers.items()
-                if k.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection")
-            }
-            return web.Response(status=reply.status, body=data, headers=passthrough)
+        for attempt in (1, 2):
+            try:
+                async with self._session.request(
+                    request.method, self.upstream + request.path_qs, data=body, headers=headers
+                ) as reply:
+                    data = await reply.read()
+                    passthrough = {
+                        k: v
+                        for k, v in reply.headers.items()
+                        if k.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection")
+                    }
+                    return web.Response(status=reply.status, body=data, headers=passthrough)
+            except (ServerDisconnectedError, ClientOSError):
+                # moto closed a pooled keep-alive connection: not a fault we meant to inject.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     async def start(self) -> FaultProxy:
         """Listen on 127.0.0.1:port."""

@@ -270,3 +270,18 @@ async def test_cancelled_reader_does_not_cancel_shared_fetch() -> None:
         await first
     assert (await second).value.secret_string == "v"
     assert source.calls["s"] == 1
+
+
+async def test_previous_version_never_evicts_a_current_one() -> None:
+    """With the cache full, a rotation's AWSPREVIOUS entry is dropped rather than evicting another secret."""
+    source = FakeSource()
+    a = source.add("a", "one", version="v1")
+    source.add("b", "b")
+    cache = make(source, max_entries=2)
+    await cache.get("a", CURRENT)
+    await cache.get("b", CURRENT)
+    meta = SecretMeta(arn=a.arn, name="a", versions_to_stages={"v1": ("AWSPREVIOUS",), "v2": ("AWSCURRENT",)})
+    await cache.rotate(meta, dataclasses.replace(a, version_id="v2", secret_string="two"))
+    assert (await cache.get("b", CURRENT)).outcome == "hit"
+    assert (await cache.get("a", CURRENT)).value.secret_string == "two"
+    assert len(cache) == 2
