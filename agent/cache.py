@@ -43,6 +43,8 @@ from agent.types import AWSCURRENT, AWSPREVIOUS, SecretValue, Selector, partial_
 Outcome = Literal["hit", "miss", "refresh", "revalidated", "stale"]
 # Metrics also see "error": a lookup that ended in an upstream error.
 LookupObserver = Callable[[str], None]
+# (new value, version it replaced, how it was learned: poll, event, read, refreshNow)
+RotationHook = Callable[[SecretValue, str | None, str], None]
 READ_BACKOFF_BASE_SECONDS = 1.0
 READ_BACKOFF_CAP_SECONDS = 60.0
 
@@ -92,8 +94,10 @@ class SecretCache:
         max_stale_seconds: float = 86_400,
         clock: Callable[[], float] = time.monotonic,
         observe: LookupObserver | None = None,
+        on_rotation: RotationHook | None = None,
     ) -> None:
         self._source = source
+        self._on_rotation = on_rotation
         self._ttl = ttl_seconds
         self._max = max_entries
         self._max_stale = max_stale_seconds
@@ -104,6 +108,7 @@ class SecretCache:
         self._lru: OrderedDict[str, None] = OrderedDict()
         self._aliases: dict[str, str] = {}
         self._keys_by_arn: dict[str, set[str]] = {}
+        self._names: dict[str, str] = {}
         self._inflight: dict[tuple[str, str], asyncio.Task[tuple[SecretValue, Outcome]]] = {}
         self._failures: dict[tuple[str, str], _Failure] = {}
 
@@ -127,6 +132,10 @@ class SecretCache:
     def arns(self) -> list[str]:
         """Canonical ARNs with at least one cached version."""
         return list(self._keys_by_arn)
+
+    def name_of(self, arn: str) -> str | None:
+        """The friendly name of a cached secret."""
+        return self._names.get(arn)
 
     async def peek(self, secret_id: str, selector: Selector) -> Entry | None:
         """The cached entry, fresh or not, without touching upstream or LRU order."""
@@ -196,6 +205,13 @@ class SecretCache:
             return self._stale_or_raise(entry, exc, now)
         self._failures.pop(flight, None)
         self._observe(outcome)
+        if (
+            entry is not None
+            and selector.version_id is None
+            and value.version_id != entry.value.version_id
+            and self._on_rotation is not None
+        ):
+            self._on_rotation(value, entry.value.version_id, "refreshNow" if refresh else "read")
         return Lookup(value, outcome, 0.0)
 
     def _stale_or_raise(self, entry: Entry | None, error: UpstreamError, now: float) -> Lookup:
@@ -254,6 +270,7 @@ class SecretCache:
         if not self.caching:
             return
         arn = value.arn
+        self._names[arn] = value.name
         for alias in (value.name, arn, partial_arn(arn), asked_as):
             if alias:
                 self._aliases[alias] = arn
@@ -328,5 +345,6 @@ class SecretCache:
                 # Last version of this secret gone: drop its aliases too, so the
                 # alias table stays bounded by max_entries as well.
                 del self._keys_by_arn[arn]
+                self._names.pop(arn, None)
                 for alias in [a for a, target in self._aliases.items() if target == arn]:
                     del self._aliases[alias]

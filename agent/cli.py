@@ -19,8 +19,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent import log as agent_log
+from agent.audit import summarize
 from agent.config import Settings, load_settings
 from agent.errors import AgentError, ConfigError, CredentialsError
+from agent.policy import unused_patterns
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -67,12 +69,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the agent against a local moto server with sample secrets")
     demo.add_argument("--port", type=int, default=2773, help="agent TCP port (default 2773)")
     demo.add_argument("--rotate-seconds", type=float, default=30.0, help="rotate demo/api-key this often")
+    audit = sub.add_parser("audit", help="summarise an audit file: reads per client and secret, denials, rotations")
+    audit.add_argument("file", help="audit file ([audit] path)")
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items()}
     return load_settings(args.config, overrides=overrides, stdout_is_tty=sys.stdout.isatty())
+
+
+def _prefetch_ids(settings: Settings) -> tuple[str, ...]:
+    # Patterns can only be checked against an explicit list: prefixes and tags
+    # select secrets nobody knows before the agent asks upstream.
+    prefetch = settings.prefetch
+    return () if prefetch.name_prefixes or prefetch.tags else prefetch.secrets
+
+
+def _audit_summary(args: argparse.Namespace) -> int:
+    try:
+        with open(args.file, encoding="utf-8") as fh:
+            print(summarize(fh))
+    except OSError as exc:
+        print(f"secrets-agent: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -85,7 +106,11 @@ def _check_config(args: argparse.Namespace) -> int:
     if server.unix_socket:
         listeners += f" and {server.unix_socket}"
     print(f"  listens on {listeners}")
-    print(f"  token from {settings.auth.token.kind}:{settings.auth.token.location}")
+    token = settings.auth.token
+    print(f"  shared token from {token.kind}:{token.location}" if token else "  no shared token (clients only)")
+    print(f"  {len(settings.clients)} clients, {len(settings.secret_policies)} secret policies")
+    for warning in unused_patterns(settings.clients, settings.secret_policies, _prefetch_ids(settings)):
+        print(f"warning: {warning}", file=sys.stderr)
     prefetch = settings.prefetch
     print(f"  prefetch: {len(prefetch.secrets)} ids, {len(prefetch.name_prefixes)} prefixes, {len(prefetch.tags)} tags")
     return EXIT_OK
@@ -103,13 +128,15 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``secrets-agent`` and ``python -m agent``; returns the exit code."""
     words = list(sys.argv[1:] if argv is None else argv)
-    if not words or words[0] not in ("run", "check-config", "demo", "-h", "--help"):
+    if not words or words[0] not in ("run", "check-config", "demo", "audit", "-h", "--help"):
         words.insert(0, "run")  # `secrets-agent --config F` means `secrets-agent run --config F`
     args = build_parser().parse_args(words)
     command = args.command
     try:
         if command == "check-config":
             return _check_config(args)
+        if command == "audit":
+            return _audit_summary(args)
         if command == "demo":
             from agent.demo import run_demo
 

@@ -15,14 +15,22 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import stat
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+from agent.config_access import (
+    DEFAULT_CLIENT,
+    ClientSettings,
+    SecretPolicySettings,
+    TokenRef,
+    parse_clients,
+    parse_secret_policies,
+    resolve_token,
+)
 from agent.errors import ConfigError
 
 ENV_PREFIX = "SECRETS_AGENT_"
@@ -37,7 +45,6 @@ DEFAULT_TTL_SECONDS = 300
 TTL_RANGE = (0, 86_400)
 DEFAULT_MAX_ENTRIES = 1000
 MAX_ENTRIES_RANGE = (1, 1_000_000)
-TOKEN_FILE_MAX_MODE = 0o640
 DEFAULT_MAX_STALE_SECONDS = 86_400
 MAX_STALE_RANGE = (0, 30 * 86_400)
 DEFAULT_REFRESH_INTERVAL = 30
@@ -59,6 +66,7 @@ class _Key:
 
 
 # section -> key -> spec. The public contract: names here are what users write.
+# Arrays of tables ([[clients]], [[secret_policies]]) are validated in config_access.
 SCHEMA: dict[str, dict[str, _Key]] = {
     "server": {
         "http_host": _Key("str", "127.0.0.1"),
@@ -105,6 +113,9 @@ SCHEMA: dict[str, dict[str, _Key]] = {
     "metrics": {
         "public": _Key("bool", False),
     },
+    "audit": {
+        "path": _Key("opt_str", None),
+    },
 }
 
 
@@ -121,24 +132,10 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
-class TokenRef:
-    """Where the shared token comes from. ``value`` is set for ``env:`` sources.
-
-    File tokens are read by the authenticator (so they can be re-read when the
-    file changes); config only checks the file is usable.
-    """
-
-    spec: str
-    kind: Literal["env", "file"]
-    location: str
-    value: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
 class AuthSettings:
     """How callers prove they may read."""
 
-    token: TokenRef
+    token: TokenRef | None  # None only when [[clients]] exist and auth.token is not set
     headers: tuple[str, ...]
 
 
@@ -204,6 +201,13 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """Where audit records go: a file path, ``-`` for stdout, or None (off)."""
+
+    path: str | None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the agent needs, validated once."""
 
@@ -216,6 +220,9 @@ class Settings:
     metrics: MetricsSettings
     refresh: RefreshSettings = RefreshSettings(mode="poll", interval_seconds=DEFAULT_REFRESH_INTERVAL)
     events: EventsSettings = EventsSettings(sqs_queue_url=None, wait_time_seconds=20)
+    clients: tuple[ClientSettings, ...] = ()
+    secret_policies: tuple[SecretPolicySettings, ...] = ()
+    audit: AuditSettings = AuditSettings(path=None)
     warnings: tuple[str, ...] = ()
     source: str | None = None
 
@@ -350,9 +357,10 @@ def load_settings(
     problems: list[tuple[str, str]] = []
     raw: dict[str, dict[str, Any]] = {section: {} for section in SCHEMA}
 
+    arrays: dict[str, Any] = {}
     path = config_path or env.get(ENV_CONFIG_PATH)
     if path:
-        _merge_file(path, raw, problems)
+        _merge_file(path, raw, arrays, problems)
     _merge_env(env, raw, problems)
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
@@ -381,7 +389,13 @@ def load_settings(
     warnings: list[str] = []
     server = ServerSettings(**values["server"])
     _check_server(server, problems)
-    token = _resolve_token(values["auth"]["token"], env, problems, warnings)
+    clients = parse_clients(arrays.get("clients"), env, problems, warnings)
+    policies = parse_secret_policies(arrays.get("secret_policies"), problems)
+    # With [[clients]] the shared token is optional: only an explicitly set one must resolve.
+    token_problems: list[tuple[str, str]] = []
+    token = resolve_token(values["auth"]["token"], env, token_problems, warnings)
+    if not clients or "token" in raw["auth"]:
+        problems.extend(token_problems)
     headers = tuple(h.strip() for h in values["auth"]["headers"] if h.strip())
     if not headers:
         problems.append(("auth.headers", "needs at least one header name"))
@@ -394,9 +408,14 @@ def load_settings(
     if log_values["format"] is None:
         log_values["format"] = "console" if stdout_is_tty else "json"
 
+    known = {client.name for client in clients} | ({DEFAULT_CLIENT} if token else set())
+    for index, policy in enumerate(policies):
+        for reader in (*policy.readers, *policy.deny):
+            if reader not in known:
+                warnings.append(f"secret_policies[{index}] names client {reader!r}, which does not exist")
+
     if problems:
         raise ConfigError(problems)
-    assert token is not None  # a None token always adds a problem above
     return Settings(
         server=server,
         auth=AuthSettings(token=token, headers=headers),
@@ -407,12 +426,20 @@ def load_settings(
         metrics=MetricsSettings(**values["metrics"]),
         refresh=RefreshSettings(**values["refresh"]),
         events=EventsSettings(**values["events"]),
+        clients=clients,
+        secret_policies=policies,
+        audit=AuditSettings(**values["audit"]),
         warnings=tuple(warnings),
         source=path,
     )
 
 
-def _merge_file(path: str, raw: dict[str, dict[str, Any]], problems: list[tuple[str, str]]) -> None:
+ARRAY_SECTIONS = ("clients", "secret_policies")
+
+
+def _merge_file(
+    path: str, raw: dict[str, dict[str, Any]], arrays: dict[str, Any], problems: list[tuple[str, str]]
+) -> None:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -426,6 +453,9 @@ def _merge_file(path: str, raw: dict[str, dict[str, Any]], problems: list[tuple[
         problems.append(("--config", f"{path} is not valid TOML: {exc}"))
         return
     for section, table in data.items():
+        if section in ARRAY_SECTIONS:
+            arrays[section] = table
+            continue
         if section not in SCHEMA:
             problems.append((section, "unknown section"))
             continue
@@ -487,50 +517,3 @@ def _check_aws(aws: AwsSettings, problems: list[tuple[str, str]]) -> None:
             problems.append(("aws.endpoint_url", f"expected an http(s) URL, got {aws.endpoint_url!r}"))
     if aws.role_arn is not None and not (aws.role_arn.startswith("arn:") and ":role/" in aws.role_arn):
         problems.append(("aws.role_arn", f"expected an IAM role ARN, got {aws.role_arn!r}"))
-
-
-_TOKEN_HOWTO = (
-    'provide a token with auth.token = "env:NAME" (and export NAME) or '
-    'auth.token = "file:///path/to/token" (a file holding the token)'
-)
-
-
-def _resolve_token(
-    spec: str, env: Mapping[str, str], problems: list[tuple[str, str]], warnings: list[str]
-) -> TokenRef | None:
-    if spec.startswith("env:"):
-        name = spec[4:]
-        value = env.get(name, "").strip() if name else ""
-        if not name:
-            problems.append(("auth.token", f"'env:' needs a variable name; {_TOKEN_HOWTO}"))
-            return None
-        if not value:
-            problems.append(("auth.token", f"environment variable {name} is unset or empty; {_TOKEN_HOWTO}"))
-            return None
-        return TokenRef(spec=spec, kind="env", location=name, value=value)
-    if spec.startswith("file://"):
-        path = spec[len("file://") :]
-        if not path.startswith("/"):
-            problems.append(("auth.token", f"file token needs an absolute path (file:///...), got {spec!r}"))
-            return None
-        try:
-            info = os.stat(path)
-            with open(path, "rb") as fh:
-                content = fh.read().strip()
-        except OSError as exc:
-            problems.append(("auth.token", f"cannot read token file {path}: {exc.strerror}; {_TOKEN_HOWTO}"))
-            return None
-        if not content:
-            problems.append(("auth.token", f"token file {path} is empty; {_TOKEN_HOWTO}"))
-            return None
-        if stat.S_IMODE(info.st_mode) & ~TOKEN_FILE_MAX_MODE:
-            warnings.append(
-                f"token file {path} has mode {stat.S_IMODE(info.st_mode):04o}, more open than "
-                f"{TOKEN_FILE_MAX_MODE:04o}; run: chmod 0640 {path}"
-            )
-        return TokenRef(spec=spec, kind="file", location=path)
-    # The value itself is not echoed: a user may have pasted the token here by mistake.
-    problems.append(
-        ("auth.token", f"expected 'env:NAME' or 'file:///path', got a value of another form; {_TOKEN_HOWTO}")
-    )
-    return None

@@ -15,7 +15,8 @@ exception. Every error that can reach a client carries an AWS-style ``code``
     │   ├── Forbidden            403 missing or wrong token (one response for both)
     │   ├── NotFound             404 unknown path, or missing JSON field
     │   ├── MethodNotAllowed     405 not a GET
-    │   └── TooManyConnections   429 connection limit
+    │   ├── TooManyConnections   429 connection limit
+    │   └── TooManyRequests      429 a client's rate_per_second
     └── UpstreamError            Secrets Manager said no, or could not be reached
         ├── SecretNotFound       404 ResourceNotFoundException
         ├── UpstreamDenied       403 AccessDeniedException
@@ -97,6 +98,13 @@ class TooManyConnections(RequestError):
 
     status = 429
     code = "TooManyConnectionsException"
+
+
+class TooManyRequests(RequestError):
+    """The client exceeded its ``rate_per_second``."""
+
+    status = 429
+    code = "TooManyRequestsException"
 
 
 class UpstreamError(AgentError):

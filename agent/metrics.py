@@ -66,6 +66,24 @@ class Metrics:
             "Completed change-detection passes.",
             registry=self.registry,
         )
+        self.reads = Counter(
+            "secrets_agent_reads",
+            "Secret read attempts by client and policy decision (allow, deny).",
+            ["client", "decision"],
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "secrets_agent_auth_failures",
+            "Requests refused for identity, by reason (missing_token, wrong_token, unknown_peer).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "secrets_agent_rate_limited",
+            "Requests refused by a client's rate_per_second.",
+            ["client"],
+            registry=self.registry,
+        )
         self._staleness = _StalenessCollector()
         self.registry.register(self._staleness)
         self.event_messages = Counter(
@@ -89,7 +107,7 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def observe_upstream(self, operation: str, outcome: str) -> None:
+    def observe_upstream(self, operation: str, outcome: str, _transient: bool = False) -> None:
         """Count one upstream call."""
         self.upstream_calls.labels(operation, outcome).inc()
 

@@ -26,7 +26,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from agent.access import Authenticator
+from agent.access import Authenticator, Peer, RateLimiter, peer_credentials
+from agent.audit import AuditLog
 from agent.errors import (
     AgentError,
     BadRequest,
@@ -34,6 +35,7 @@ from agent.errors import (
     MethodNotAllowed,
     NotFound,
     TooManyConnections,
+    TooManyRequests,
 )
 from agent.log import get_logger
 from agent.metrics import Metrics
@@ -43,6 +45,10 @@ log = get_logger("agent.access_log")
 CLIENT_KEY = web.RequestKey("client", str)
 SECRET_ID_KEY = web.RequestKey("secret_id", str)
 CACHE_KEY = web.RequestKey("cache", str)
+PEER_KEY = web.RequestKey("peer", Peer)
+DECISION_KEY = web.RequestKey("decision", str)
+SERVED_KEY = web.RequestKey("served", dict)  # arn, name, version_id, version_stage of what was read
+READ_ROUTES = frozenset({"get", "v1", "value"})
 ALWAYS_PUBLIC = frozenset({"/ping", "/healthz", "/readyz"})
 MAX_REQUEST_ID = 64
 
@@ -124,8 +130,24 @@ def _request_ids() -> Iterator[str]:
         yield f"{prefix}-{number:x}"
 
 
-def observe_middleware(metrics: Metrics) -> Any:
-    """Outermost: request id, error rendering, one log line and metrics per request."""
+def _audit_read(audit: AuditLog, request: web.Request, status: int, request_id: str, listener: str) -> None:
+    record: dict[str, Any] = {
+        "type": "read",
+        "request_id": request_id,
+        "client": request.get(CLIENT_KEY),
+        "listener": listener,
+        "secret_id": request.get(SECRET_ID_KEY),
+    }
+    peer = request.get(PEER_KEY)
+    if peer is not None:
+        record.update(peer_uid=peer.uid, peer_pid=peer.pid)
+    record.update(request.get(SERVED_KEY) or {})
+    record.update(decision=request.get(DECISION_KEY, "deny"), status=status, cache=request.get(CACHE_KEY))
+    audit.write(record)
+
+
+def observe_middleware(metrics: Metrics, audit: AuditLog | None = None) -> Any:
+    """Outermost: request id, error rendering, one log line, metrics and the audit record per request."""
     request_ids = _request_ids()
 
     @web.middleware
@@ -151,13 +173,16 @@ def observe_middleware(metrics: Metrics) -> Any:
         response.headers["X-Request-Id"] = request_id
         route = request.match_info.route.name or "unknown"
         elapsed = time.perf_counter() - started
+        listener = _listener(request)
+        if audit is not None and audit.enabled and route in READ_ROUTES:
+            _audit_read(audit, request, response.status, request_id, listener)
         metrics.observe_request(route, response.status, elapsed)
         fields: dict[str, Any] = {
             "method": request.method,
             "route": route,
             "status": response.status,
             "latency_ms": round(elapsed * 1000, 3),
-            "listener": _listener(request),
+            "listener": listener,
             "client": request.get(CLIENT_KEY, "-"),
         }
         if SECRET_ID_KEY in request:
@@ -172,8 +197,15 @@ def observe_middleware(metrics: Metrics) -> Any:
     return observe
 
 
-def guard_middleware(limiter: ConnectionLimiter, auth: Authenticator, *, metrics_public: bool) -> Any:
-    """The SSRF guard, in AWS's order (see module docstring)."""
+def guard_middleware(
+    limiter: ConnectionLimiter,
+    auth: Authenticator,
+    rates: RateLimiter,
+    metrics: Metrics,
+    *,
+    metrics_public: bool,
+) -> Any:
+    """The SSRF guard, in AWS's order (see module docstring), then the client's rate limit."""
     public = ALWAYS_PUBLIC | ({"/metrics"} if metrics_public else set())
 
     @web.middleware
@@ -183,10 +215,17 @@ def guard_middleware(limiter: ConnectionLimiter, auth: Authenticator, *, metrics
         if "X-Forwarded-For" in request.headers:
             raise BadRequest("requests with X-Forwarded-For are refused")
         if request.path not in public:
-            client = auth.identify(request.headers)
-            if client is None:
+            peer = peer_credentials(request.transport)
+            if peer is not None:
+                request[PEER_KEY] = peer
+            who = auth.identify(request.headers, peer)
+            if who.client is None:
+                metrics.auth_failures.labels(who.how).inc()
                 raise Forbidden("missing or invalid token")
-            request[CLIENT_KEY] = client
+            request[CLIENT_KEY] = who.client
+            if not rates.allow(who.client):
+                metrics.rate_limited.labels(who.client).inc()
+                raise TooManyRequests("client rate limit exceeded")
         if request.method != "GET":
             raise MethodNotAllowed("only GET is allowed")
         return await handler(request)

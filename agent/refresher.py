@@ -47,7 +47,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from agent.cache import STAGE_CURRENT, SecretCache
+from agent.cache import STAGE_CURRENT, RotationHook, SecretCache
 from agent.config import PrefetchSettings, RefreshSettings
 from agent.errors import UpstreamError, UpstreamRejected
 from agent.log import get_logger
@@ -84,6 +84,7 @@ class Refresher:
         *,
         max_stale_seconds: float = 86_400,
         metrics: Metrics | None = None,
+        on_rotation: RotationHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -94,6 +95,7 @@ class Refresher:
         self._refresh = refresh or RefreshSettings(mode="poll", interval_seconds=30)
         self._max_stale = max_stale_seconds
         self._metrics = metrics
+        self._on_rotation = on_rotation
         self._clock = clock
         self._wall = wall_clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -310,11 +312,8 @@ class Refresher:
                     continue
                 meta = fresh
             old = await self._cache.rotate(meta, value)
-            if self._metrics is not None:
-                self._metrics.rotations.labels(how).inc()
-            log.info(
-                "rotation", secret_id=value.name, arn=value.arn, old_version=old, new_version=value.version_id, how=how
-            )
+            if self._on_rotation is not None:
+                self._on_rotation(value, old, how)
 
     async def _hard_failure(self, arn: str, error: UpstreamError) -> None:
         if error.transient:

@@ -21,7 +21,8 @@ import uvloop
 from aiohttp import web
 
 from agent import __version__
-from agent.access import Authenticator
+from agent.access import Authenticator, RateLimiter
+from agent.audit import AuditLog
 from agent.aws import MAX_POOL_CONNECTIONS, AwsClients, build_clients, caller_identity
 from agent.cache import SecretCache
 from agent.config import Settings
@@ -30,9 +31,11 @@ from agent.events import EventListener
 from agent.log import get_logger
 from agent.metrics import Metrics
 from agent.middleware import ConnectionLimiter
+from agent.policy import Policy
 from agent.refresher import Refresher
 from agent.source import SecretsManagerSource
 from agent.throttle import AttemptPacer
+from agent.types import SecretValue
 from agent.web import Components, create_app
 
 log = get_logger("agent.runner")
@@ -87,20 +90,45 @@ async def _start_unix(runner: web.AppRunner, path: str, mode: int) -> None:
     os.chmod(path, mode)
 
 
+def reload(parts: Components) -> None:
+    """SIGHUP: re-read token files now and reopen the audit file (after logrotate)."""
+    log.info("reloading")
+    parts.auth.reload()
+    if parts.audit is not None:
+        parts.audit.reopen()
+
+
 def build_components(settings: Settings, clients: AwsClients) -> tuple[Components, SecretsManagerSource]:
     """Wire source, cache, refresher, events, auth and metrics from settings."""
     metrics = Metrics()
+    audit = AuditLog(settings.audit.path)
     pacer = AttemptPacer()
     pacer.install(clients.secretsmanager)
-    source = SecretsManagerSource(
-        clients.secretsmanager, max_workers=MAX_POOL_CONNECTIONS, observe=metrics.observe_upstream
-    )
+
+    def observe_upstream(operation: str, outcome: str, transient: bool) -> None:
+        metrics.observe_upstream(operation, outcome, transient)
+        audit.upstream(operation, outcome, transient)
+
+    def on_rotation(value: SecretValue, old_version: str | None, how: str) -> None:
+        metrics.rotations.labels(how).inc()
+        audit.rotation(name=value.name, arn=value.arn, old_version=old_version, new_version=value.version_id, how=how)
+        log.info(
+            "rotation",
+            secret_id=value.name,
+            arn=value.arn,
+            old_version=old_version,
+            new_version=value.version_id,
+            how=how,
+        )
+
+    source = SecretsManagerSource(clients.secretsmanager, max_workers=MAX_POOL_CONNECTIONS, observe=observe_upstream)
     cache = SecretCache(
         source,
         ttl_seconds=settings.cache.ttl_seconds,
         max_entries=settings.cache.max_entries,
         max_stale_seconds=settings.cache.max_stale_seconds,
         observe=metrics.observe_lookup,
+        on_rotation=on_rotation,
     )
     refresher = Refresher(
         source,
@@ -109,6 +137,7 @@ def build_components(settings: Settings, clients: AwsClients) -> tuple[Component
         settings.refresh,
         max_stale_seconds=settings.cache.max_stale_seconds,
         metrics=metrics,
+        on_rotation=on_rotation,
     )
     events = None
     if settings.events.sqs_queue_url and clients.sqs is not None:
@@ -126,12 +155,15 @@ def build_components(settings: Settings, clients: AwsClients) -> tuple[Component
     parts = Components(
         cache=cache,
         refresher=refresher,
-        auth=Authenticator(settings.auth),
+        auth=Authenticator(settings.auth, settings.clients),
         metrics=metrics,
         limiter=ConnectionLimiter(settings.server.max_connections),
         metrics_public=settings.metrics.public,
         events=events,
         pacer=pacer,
+        policy=Policy(settings.clients, settings.secret_policies),
+        rates=RateLimiter(settings.clients),
+        audit=audit,
     )
     return parts, source
 
@@ -180,6 +212,7 @@ async def serve(
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(signal.SIGHUP, lambda: reload(parts))
         started = Started(tcp=(tcp[0], tcp[1]), unix_socket=socket_path, components=parts, stop=stop)
         if on_started is not None:
             maybe = on_started(started)
@@ -197,8 +230,10 @@ async def serve(
         if bound_socket:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(bound_socket)
+        if parts.audit is not None:
+            parts.audit.close()
         if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         log.info("stopped")
 

@@ -55,7 +55,7 @@ _DENIED_CODES = frozenset(
 )
 
 T = TypeVar("T")
-CallObserver = Callable[[str, str], None]
+CallObserver = Callable[[str, str, bool], None]  # (operation, "ok" or error code, transient)
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ class SecretsManagerSource:
     def __init__(self, client: Any, *, max_workers: int, observe: CallObserver | None = None) -> None:
         self._client = client
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="aws")
-        self._observe = observe or (lambda _op, _outcome: None)
+        self._observe = observe or (lambda _op, _outcome, _transient: None)
 
     async def _call(self, operation: str, secret_id: str | None, fn: Callable[..., T], **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -194,7 +194,7 @@ class SecretsManagerSource:
             result = await loop.run_in_executor(self._pool, functools.partial(fn, **kwargs))
         except Exception as exc:  # every botocore failure is translated below
             error = translate(exc, secret_id)
-            self._observe(operation, error.code)
+            self._observe(operation, error.code, error.transient)
             log.warning(
                 "upstream_error",
                 operation=operation,
@@ -204,7 +204,7 @@ class SecretsManagerSource:
                 reason=error.message,
             )
             raise error from exc
-        self._observe(operation, "ok")
+        self._observe(operation, "ok", False)
         return result
 
     async def get_secret_value(self, secret_id: str, selector: Selector) -> SecretValue:

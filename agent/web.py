@@ -16,26 +16,31 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from agent.access import Authenticator
+from agent.access import Authenticator, RateLimiter
+from agent.audit import AuditLog
 from agent.cache import Lookup, SecretCache
-from agent.errors import BadRequest, NotFound
+from agent.errors import BadRequest, Forbidden, NotFound
 from agent.events import EventListener
 from agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.metrics import Metrics
 from agent.middleware import (
     CACHE_KEY,
+    CLIENT_KEY,
+    DECISION_KEY,
     SECRET_ID_KEY,
+    SERVED_KEY,
     ConnectionLimiter,
     guard_middleware,
     observe_middleware,
 )
+from agent.policy import Policy, subject_ids
 from agent.refresher import Refresher
 from agent.throttle import AttemptPacer
-from agent.types import Selector
+from agent.types import AWSCURRENT, Selector
 
 
 @dataclass
@@ -50,9 +55,13 @@ class Components:
     metrics_public: bool = False
     events: EventListener | None = None
     pacer: AttemptPacer | None = None
+    policy: Policy = field(default_factory=lambda: Policy((), ()))
+    rates: RateLimiter = field(default_factory=lambda: RateLimiter(()))
+    audit: AuditLog | None = None
 
 
 COMPONENTS = web.AppKey("components", Components)
+ACCESS_DENIED = "access to this secret is denied"
 
 _READ_PARAMS = frozenset({"versionId", "versionStage", "refreshNow"})
 
@@ -94,8 +103,30 @@ async def _read(request: web.Request, secret_id: str, params: dict[str, str]) ->
         raise BadRequest("missing required parameter: secretId")
     request[SECRET_ID_KEY] = secret_id
     parts = request.app[COMPONENTS]
-    lookup = await parts.cache.get(secret_id, _selector(params), refresh=_refresh_flag(params))
+    selector = _selector(params)
+    refresh = _refresh_flag(params)
+    client = request[CLIENT_KEY]
+    # Decided before any upstream call, from what the cache already knows.
+    arn = parts.cache.resolve(secret_id)
+    ids = subject_ids(secret_id, arn=arn, name=parts.cache.name_of(arn) if arn else None)
+    if not parts.policy.allows(client, ids):
+        parts.metrics.reads.labels(client, "deny").inc()
+        raise Forbidden(ACCESS_DENIED)  # same body whether or not the secret exists
+    lookup = await parts.cache.get(secret_id, selector, refresh=refresh)
+    value = lookup.value
+    if arn is None and not parts.policy.allows(client, subject_ids(secret_id, arn=value.arn, name=value.name)):
+        # First read by an id the cache did not know (a partial ARN): its name is only known now.
+        parts.metrics.reads.labels(client, "deny").inc()
+        raise Forbidden(ACCESS_DENIED)
+    request[DECISION_KEY] = "allow"
+    parts.metrics.reads.labels(client, "allow").inc()
     request[CACHE_KEY] = lookup.outcome
+    request[SERVED_KEY] = {
+        "name": value.name,
+        "arn": value.arn,
+        "version_id": value.version_id,
+        "version_stage": selector.version_stage or (None if selector.version_id else AWSCURRENT),
+    }
     return lookup
 
 
@@ -193,8 +224,10 @@ def create_app(parts: Components) -> web.Application:
     """Build the application around already-constructed components."""
     app = web.Application(
         middlewares=[
-            observe_middleware(parts.metrics),
-            guard_middleware(parts.limiter, parts.auth, metrics_public=parts.metrics_public),
+            observe_middleware(parts.metrics, parts.audit),
+            guard_middleware(
+                parts.limiter, parts.auth, parts.rates, parts.metrics, metrics_public=parts.metrics_public
+            ),
         ],
     )
     app[COMPONENTS] = parts

@@ -169,8 +169,13 @@ class AgentHandle:
 AgentFactory = Callable[..., contextlib.AbstractAsyncContextManager[AgentHandle]]
 
 
-def agent_settings(endpoint: str, socket_dir: Path | None, **overrides: Any) -> Any:
-    """Settings for a test agent: free port, the test token, fast upstream timeouts."""
+def agent_settings(
+    endpoint: str, socket_dir: Path | None, *, config: str | None = None, shared_token: bool = True, **overrides: Any
+) -> Any:
+    """Settings for a test agent: free port, the test token, fast upstream timeouts.
+
+    ``config`` is TOML text (for [[clients]] and friends) written next to the socket.
+    """
     values: dict[str, Any] = {
         "server.http_port": free_port(),
         "aws.endpoint_url": endpoint,
@@ -182,7 +187,16 @@ def agent_settings(endpoint: str, socket_dir: Path | None, **overrides: Any) -> 
     if socket_dir is not None:
         values["server.unix_socket"] = str(socket_dir / "agent.sock")
     values.update({key.replace("__", "."): value for key, value in overrides.items()})
-    return load_settings(environ={"AWS_TOKEN": TOKEN}, overrides=values)
+    path = None
+    if config is not None:
+        handle, path = tempfile.mkstemp(prefix="agent-", suffix=".toml")
+        with os.fdopen(handle, "w") as fh:
+            fh.write(config)
+    try:
+        return load_settings(path, environ={"AWS_TOKEN": TOKEN} if shared_token else {}, overrides=values)
+    finally:
+        if path is not None:
+            os.unlink(path)
 
 
 @pytest.fixture

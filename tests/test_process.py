@@ -204,3 +204,35 @@ async def test_token_file_rotation_without_restart(
     assert (await fetch(url, token="second-token-value"))[0] == 200
     assert (await fetch(url, token="first-token-value"))[0] == 403
     assert "second-token-value" not in proc.output and "first-token-value" not in proc.output
+
+
+async def test_sighup_reloads_tokens_and_reopens_audit(
+    sm: Any, moto: MotoServer, agent_process: StartProcess, tmp_path: Path
+) -> None:
+    """SIGHUP re-reads client token files at once and reopens the audit file after logrotate moved it."""
+    sm.create_secret(Name="app/s", SecretString="v")
+    token = tmp_path / "app.token"
+    token.write_text("app-token-one")
+    token.chmod(0o600)
+    audit = tmp_path / "audit.log"
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[audit]\npath = "{audit}"\n[[clients]]\nname = "app"\ntoken = "file://{token}"\nallow = ["app/*"]\n'
+    )
+    port = free_port()
+    proc = agent_process(["run", "--config", str(config), *base_args(moto.url, port)[1:]])
+    await asyncio.to_thread(proc.wait_for, '"listening"')
+    url = f"http://127.0.0.1:{port}/value/app/s"
+    assert (await fetch(url, token="app-token-one"))[0] == 200
+    audit.rename(tmp_path / "audit.log.1")  # what logrotate does
+    token.write_text("app-token-two")
+    proc.process.send_signal(signal.SIGHUP)
+    await asyncio.to_thread(proc.wait_for, '"audit_reopened"')
+    assert (await fetch(url, token="app-token-two"))[0] == 200
+    assert (await fetch(url, token="app-token-one"))[0] == 403
+    assert await asyncio.to_thread(proc.stop) == 0
+    rotated = (tmp_path / "audit.log.1").read_text().splitlines()
+    fresh = audit.read_text().splitlines()
+    assert len(rotated) == 1 and len(fresh) == 2
+    assert json.loads(fresh[0])["client"] == "app" and json.loads(fresh[1])["decision"] == "deny"
+    assert "app-token" not in proc.output

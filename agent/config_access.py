@@ -1,0 +1,200 @@
+"""Settings for who may call: token sources, ``[[clients]]`` and ``[[secret_policies]]``.
+
+Part of configuration (only ``config.py`` calls in here); split out because
+arrays of tables validate differently from the flat ``[section] key`` schema.
+Every problem names its key as ``clients[1].uid`` or ``secret_policies[0].readers``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+TOKEN_FILE_MAX_MODE = 0o640
+DEFAULT_CLIENT = "default"
+CLIENT_KEYS = frozenset({"name", "token", "uid", "gid", "allow", "deny", "rate_per_second"})
+POLICY_KEYS = frozenset({"secret", "readers", "deny"})
+Problems = list[tuple[str, str]]
+
+_TOKEN_HOWTO = (
+    'provide a token with auth.token = "env:NAME" (and export NAME) or '
+    'auth.token = "file:///path/to/token" (a file holding the token)'
+)
+
+
+@dataclass(frozen=True)
+class TokenRef:
+    """Where a token comes from. ``value`` is set for ``env:`` sources.
+
+    File tokens are read by the authenticator (so they can be re-read when the
+    file changes); configuration only checks the file is usable.
+    """
+
+    spec: str
+    kind: Literal["env", "file"]
+    location: str
+    value: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """One ``[[clients]]`` entry: how to recognise it and what it may read."""
+
+    name: str
+    token: TokenRef | None = None
+    uid: int | None = None
+    gid: int | None = None
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    rate_per_second: float | None = None
+
+
+@dataclass(frozen=True)
+class SecretPolicySettings:
+    """One ``[[secret_policies]]`` entry: a resource policy on matching secrets."""
+
+    secret: str
+    readers: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+
+def resolve_token(
+    spec: str, env: Mapping[str, str], problems: Problems, warnings: list[str], *, key: str = "auth.token"
+) -> TokenRef | None:
+    """Check a ``env:NAME`` / ``file:///path`` token source; None (and a problem) if unusable."""
+    if spec.startswith("env:"):
+        name = spec[4:]
+        value = env.get(name, "").strip() if name else ""
+        if not name:
+            problems.append((key, f"'env:' needs a variable name; {_TOKEN_HOWTO}"))
+            return None
+        if not value:
+            problems.append((key, f"environment variable {name} is unset or empty; {_TOKEN_HOWTO}"))
+            return None
+        return TokenRef(spec=spec, kind="env", location=name, value=value)
+    if spec.startswith("file://"):
+        path = spec[len("file://") :]
+        if not path.startswith("/"):
+            problems.append((key, f"file token needs an absolute path (file:///...), got {spec!r}"))
+            return None
+        try:
+            info = os.stat(path)
+            with open(path, "rb") as fh:
+                content = fh.read().strip()
+        except OSError as exc:
+            problems.append((key, f"cannot read token file {path}: {exc.strerror}; {_TOKEN_HOWTO}"))
+            return None
+        if not content:
+            problems.append((key, f"token file {path} is empty; {_TOKEN_HOWTO}"))
+            return None
+        if stat.S_IMODE(info.st_mode) & ~TOKEN_FILE_MAX_MODE:
+            warnings.append(
+                f"token file {path} has mode {stat.S_IMODE(info.st_mode):04o}, more open than "
+                f"{TOKEN_FILE_MAX_MODE:04o}; run: chmod 0640 {path}"
+            )
+        return TokenRef(spec=spec, kind="file", location=path)
+    # The value itself is not echoed: a user may have pasted the token here by mistake.
+    problems.append((key, f"expected 'env:NAME' or 'file:///path', got a value of another form; {_TOKEN_HOWTO}"))
+    return None
+
+
+def _str_list(raw: Any, key: str, problems: Problems) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        return (raw,)
+    if isinstance(raw, list) and all(isinstance(item, str) and item for item in raw):
+        return tuple(raw)
+    problems.append((key, f"expected a list of non-empty strings, got {raw!r}"))
+    return ()
+
+
+def _id(raw: Any, key: str, problems: Problems) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 2**32:
+        return raw
+    problems.append((key, f"expected a numeric id 0..4294967295, got {raw!r}"))
+    return None
+
+
+def parse_clients(
+    raw: Any, env: Mapping[str, str], problems: Problems, warnings: list[str]
+) -> tuple[ClientSettings, ...]:
+    """Validate the ``[[clients]]`` array."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        problems.append(("clients", "expected [[clients]] tables"))
+        return ()
+    clients: list[ClientSettings] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(raw):
+        at = f"clients[{index}]"
+        for unknown in sorted(set(entry) - CLIENT_KEYS):
+            problems.append((f"{at}.{unknown}", "unknown key"))
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            problems.append((f"{at}.name", "every client needs a non-empty name"))
+            continue
+        at = f"clients[{index}] ({name})"
+        if name == DEFAULT_CLIENT:
+            problems.append((f"{at}.name", "'default' is reserved for auth.token; pick another name"))
+        elif name in seen:
+            problems.append((f"{at}.name", "duplicate client name"))
+        seen.add(name)
+        token = None
+        if entry.get("token") is not None:
+            if isinstance(entry["token"], str):
+                token = resolve_token(entry["token"], env, problems, warnings, key=f"{at}.token")
+            else:
+                problems.append((f"{at}.token", "expected 'env:NAME' or 'file:///path'"))
+        uid = _id(entry.get("uid"), f"{at}.uid", problems)
+        gid = _id(entry.get("gid"), f"{at}.gid", problems)
+        if entry.get("token") is None and uid is None and gid is None:
+            problems.append((at, "a client needs a token, a uid or a gid to be recognised by"))
+        rate = entry.get("rate_per_second")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0):
+            problems.append((f"{at}.rate_per_second", f"expected a positive number, got {rate!r}"))
+            rate = None
+        clients.append(
+            ClientSettings(
+                name=name,
+                token=token,
+                uid=uid,
+                gid=gid,
+                allow=_str_list(entry.get("allow"), f"{at}.allow", problems),
+                deny=_str_list(entry.get("deny"), f"{at}.deny", problems),
+                rate_per_second=float(rate) if rate is not None else None,
+            )
+        )
+    return tuple(clients)
+
+
+def parse_secret_policies(raw: Any, problems: Problems) -> tuple[SecretPolicySettings, ...]:
+    """Validate the ``[[secret_policies]]`` array."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        problems.append(("secret_policies", "expected [[secret_policies]] tables"))
+        return ()
+    policies = []
+    for index, entry in enumerate(raw):
+        at = f"secret_policies[{index}]"
+        for unknown in sorted(set(entry) - POLICY_KEYS):
+            problems.append((f"{at}.{unknown}", "unknown key"))
+        secret = entry.get("secret")
+        if not isinstance(secret, str) or not secret:
+            problems.append((f"{at}.secret", "every policy needs a secret name, glob or ARN"))
+            continue
+        policies.append(
+            SecretPolicySettings(
+                secret=secret,
+                readers=_str_list(entry.get("readers"), f"{at}.readers", problems),
+                deny=_str_list(entry.get("deny"), f"{at}.deny", problems),
+            )
+        )
+    return tuple(policies)

@@ -1,0 +1,93 @@
+"""Local access policies, evaluated as IAM does.
+
+Two kinds, as in Secrets Manager itself:
+
+- identity-based: a client's ``allow`` / ``deny`` lists of secret patterns;
+- resource-based: ``[[secret_policies]]`` whose ``secret`` pattern names
+  ``readers`` (granted) and ``deny`` (refused) clients.
+
+Evaluation: an explicit deny anywhere wins; otherwise an allow from either kind
+grants; otherwise the read is denied. The ``default`` client (the shared
+``auth.token``) is allowed everything, so simple setups need no policy; a
+resource policy can still deny it.
+
+Patterns are shell globs (``fnmatch``, where ``*`` also crosses ``/``) matched
+against every name the request can be known by: the id as asked, the secret's
+name and ARNs when the cache knows them, and the name inside an ARN (with and
+without the 6-character suffix), so ``prod/*`` covers a read by ARN too. The
+decision needs no upstream call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from fnmatch import fnmatchcase
+
+from agent.config_access import DEFAULT_CLIENT, ClientSettings, SecretPolicySettings
+from agent.types import looks_like_arn, partial_arn
+
+
+def subject_ids(secret_id: str, *, arn: str | None = None, name: str | None = None) -> tuple[str, ...]:
+    """Every identifier a policy pattern may match for this read."""
+    ids = [secret_id]
+    for known in (arn, name):
+        if known:
+            ids.append(known)
+    if arn:
+        ids.append(partial_arn(arn))
+    for candidate in (secret_id, arn):
+        if candidate and looks_like_arn(candidate):
+            resource = candidate.split(":secret:", 1)[1]
+            ids.extend((resource, partial_arn(resource)))
+    return tuple(dict.fromkeys(ids))
+
+
+def _matches(patterns: Iterable[str], ids: Sequence[str]) -> bool:
+    return any(fnmatchcase(identifier, pattern) for pattern in patterns for identifier in ids)
+
+
+class Policy:
+    """Decides whether a client may read a secret."""
+
+    def __init__(self, clients: Sequence[ClientSettings], policies: Sequence[SecretPolicySettings]) -> None:
+        self._clients = {client.name: client for client in clients}
+        self._policies = tuple(policies)
+
+    def allows(self, client: str, ids: Sequence[str]) -> bool:
+        """True when ``client`` may read the secret known by ``ids``."""
+        settings = self._clients.get(client)
+        if settings is not None and _matches(settings.deny, ids):
+            return False
+        applicable = [policy for policy in self._policies if _matches((policy.secret,), ids)]
+        if any(client in policy.deny for policy in applicable):
+            return False
+        if client == DEFAULT_CLIENT:
+            return True
+        if settings is not None and _matches(settings.allow, ids):
+            return True
+        return any(client in policy.readers for policy in applicable)
+
+
+def unused_patterns(
+    clients: Sequence[ClientSettings],
+    policies: Sequence[SecretPolicySettings],
+    prefetched: Sequence[str],
+) -> list[str]:
+    """Patterns that match none of the listed prefetch ids (for ``check-config`` warnings)."""
+    if not prefetched:
+        return []
+    ids = [identifier for secret in prefetched for identifier in subject_ids(secret)]
+    found: list[str] = []
+    for client in clients:
+        for kind, patterns in (("allow", client.allow), ("deny", client.deny)):
+            found.extend(
+                f"client {client.name!r} {kind} pattern {pattern!r} matches no prefetched secret"
+                for pattern in patterns
+                if not _matches((pattern,), ids)
+            )
+    found.extend(
+        f"secret_policies[{index}] secret {policy.secret!r} matches no prefetched secret"
+        for index, policy in enumerate(policies)
+        if not _matches((policy.secret,), ids)
+    )
+    return found
