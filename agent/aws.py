@@ -62,7 +62,8 @@ class AwsClients:
 def client_config(settings: AwsSettings) -> Config:
     """botocore client config: standard retries (backoff with jitter), bounded pool, finite timeouts."""
     return Config(
-        retries={"mode": "standard", "max_attempts": settings.max_attempts},
+        # total_max_attempts counts the first try; botocore's "max_attempts" would count retries only.
+        retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
         max_pool_connections=MAX_POOL_CONNECTIONS,
         connect_timeout=min(CONNECT_TIMEOUT_SECONDS, settings.read_timeout_seconds),
         read_timeout=settings.read_timeout_seconds,

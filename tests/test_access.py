@@ -253,3 +253,25 @@ def test_check_config_warns_about_policies_that_never_match(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert "'ap'" in result.stderr and "'prdo/*'" in result.stderr
     assert "'prod/*'" not in result.stderr
+
+
+async def test_upstream_failure_burst_is_audited(
+    sm: Any, proxy: FaultProxy, run_agent: AgentFactory, tmp_path: Path
+) -> None:
+    """A run of transient upstream failures is one audit record when it starts and one when it ends."""
+    from tests.faultproxy import Fault
+
+    sm.create_secret(Name="billing/db", SecretString="v")
+    audit = tmp_path / "audit.log"
+    async with run_agent(proxy.url, config=clients_config(tmp_path, audit=audit), shared_token=False) as agent:
+        proxy.add(Fault("GetSecretValue", "error", status=503, code="ServiceUnavailable", times=1))
+        first = await agent.get("/value/billing/db", token=BILLING)
+        assert first.status == 502, (proxy.calls, proxy.faults)
+        proxy.add(Fault("DescribeSecret", "error", status=500, code="InternalServiceError", times=1))
+        await asyncio.sleep(1.1)  # past the read backoff window for this key
+        assert (await agent.get("/value/billing/db", token=BILLING)).status == 200
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    kinds = [r["type"] for r in records if r["type"].startswith("upstream")]
+    assert kinds == ["upstream_failure_started", "upstream_failure_ended"]
+    ended = next(r for r in records if r["type"] == "upstream_failure_ended")
+    assert ended["failures"] == 1 and ended["first_error"] == "ServiceUnavailable"
