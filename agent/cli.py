@@ -1,26 +1,40 @@
-"""Command line: ``secrets-agent {run,check-config,demo}``.
+"""Command line: ``secrets-agent {run,check-config,demo,audit,get,wait,exec}``.
 
 Exit codes scripts can rely on:
 
 ====  =====================================================
-0     clean exit (or configuration valid)
+0     clean exit (or configuration valid, secret printed, agent ready)
 1     unexpected failure
 2     invalid configuration or usage (every problem listed)
-3     AWS credentials missing or rejected
-4     a listener could not be opened (port taken, socket in use)
+3     run: AWS credentials missing or rejected
+4     run: a listener could not be opened (port taken, socket in use)
+10    get/wait/exec: secret not found (or JSON field absent)
+11    get/wait/exec: access denied (token or policy)
+12    get/wait/exec: agent unreachable
+13    get/wait/exec: other error reported by the agent (upstream, bad request)
+14    wait: timed out before the agent was ready
 ====  =====================================================
+
+``exec`` otherwise exits with its child's exit code.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
+import uvloop
+
 from agent import log as agent_log
 from agent.audit import summarize
+from agent.client import AgentClient, AgentUnreachable, Reply
 from agent.config import Settings, load_settings
+from agent.config_delivery import EnvRef
 from agent.errors import AgentError, ConfigError, CredentialsError
 from agent.policy import unused_patterns
 
@@ -29,6 +43,17 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 EXIT_CREDENTIALS = 3
 EXIT_LISTENER = 4
+EXIT_NOT_FOUND = 10
+EXIT_DENIED = 11
+EXIT_UNREACHABLE = 12
+EXIT_AGENT_ERROR = 13
+EXIT_TIMEOUT = 14
+CLIENT_CODES = {
+    "not_found": EXIT_NOT_FOUND,
+    "denied": EXIT_DENIED,
+    "unreachable": EXIT_UNREACHABLE,
+    "error": EXIT_AGENT_ERROR,
+}
 
 # CLI flag → dotted config key. CLI beats env beats file beats defaults.
 _FLAG_KEYS = {
@@ -71,6 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rotate-seconds", type=float, default=30.0, help="rotate demo/api-key this often")
     audit = sub.add_parser("audit", help="summarise an audit file: reads per client and secret, denials, rotations")
     audit.add_argument("file", help="audit file ([audit] path)")
+    get = sub.add_parser("get", help="print one secret's value, read through the running agent")
+    _add_config_flags(get)
+    get.add_argument("secret_id", metavar="ID")
+    get.add_argument("--field", help="one key of a JSON secret")
+    get.add_argument("--stage", help="version stage (default AWSCURRENT)")
+    wait = sub.add_parser("wait", help="block until the agent is ready (and the named secrets are cached)")
+    _add_config_flags(wait)
+    wait.add_argument("--secrets", default="", help="comma-separated ids that must be readable")
+    wait.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    execute = sub.add_parser("exec", help="run a command with secrets in its environment")
+    _add_config_flags(execute)
+    execute.add_argument(
+        "--env", action="append", default=[], metavar="NAME=ID[#FIELD]", help="repeatable; adds to [exec] env"
+    )
+    execute.add_argument("--on-change", choices=["restart", "signal", "none"], help="on rotation (default restart)")
+    execute.add_argument("--signal", help="signal for --on-change signal (default SIGHUP)")
+    execute.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command and its arguments")
     return parser
 
 
@@ -94,6 +136,86 @@ def _audit_summary(args: argparse.Namespace) -> int:
         print(f"secrets-agent: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _client_exit(reply: Reply) -> int:
+    if reply.status == 404:
+        return EXIT_NOT_FOUND
+    if reply.status == 403:
+        return EXIT_DENIED
+    return EXIT_AGENT_ERROR
+
+
+def _get(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        reply = AgentClient(settings).value(args.secret_id, field=args.field, stage=args.stage)
+    except AgentUnreachable as exc:
+        print(f"secrets-agent: agent unreachable: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if reply.status != 200:
+        print(f"secrets-agent: {reply.status} {reply.error_type()}", file=sys.stderr)
+        return _client_exit(reply)
+    sys.stdout.buffer.write(reply.body)
+    sys.stdout.buffer.flush()
+    return EXIT_OK
+
+
+def _wait(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    client = AgentClient(settings, timeout=2.0)
+    wanted = [part.strip() for part in args.secrets.split(",") if part.strip()]
+    deadline = time.monotonic() + args.timeout
+    last = EXIT_UNREACHABLE
+    while True:
+        try:
+            if client.get("/readyz").status == 200:
+                last = EXIT_OK
+                for secret_id in wanted:
+                    reply = client.value(secret_id)
+                    if reply.status != 200:
+                        last = _client_exit(reply)
+                        break
+                if last == EXIT_OK:
+                    return EXIT_OK
+                if last in (EXIT_NOT_FOUND, EXIT_DENIED):
+                    print(f"secrets-agent: cannot read {secret_id!r}", file=sys.stderr)
+                    return last
+        except AgentUnreachable:
+            last = EXIT_UNREACHABLE
+        if time.monotonic() >= deadline:
+            print("secrets-agent: timed out waiting for the agent", file=sys.stderr)
+            return EXIT_TIMEOUT if last != EXIT_UNREACHABLE else EXIT_UNREACHABLE
+        time.sleep(0.2)
+
+
+def _exec(args: argparse.Namespace) -> int:
+    from agent.execmode import ResolveError, run_exec
+
+    settings = _settings(args)
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    command = argv or list(settings.exec.command)
+    if not command:
+        print("secrets-agent: exec needs a command: secrets-agent exec --env NAME=ID -- cmd args", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        extra = tuple(EnvRef.parse(text) for text in args.env)
+    except ValueError as exc:
+        print(f"secrets-agent: --env: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    spec = dataclasses.replace(
+        settings.exec,
+        env=settings.exec.env + extra,
+        on_change=args.on_change or settings.exec.on_change,
+        signal=args.signal or settings.exec.signal,
+    )
+    agent_log.configure(settings.log.level, settings.log.format, stream=sys.stderr)
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(run_exec(settings, command, spec, CLIENT_CODES))
+    except ResolveError as exc:
+        print(f"secrets-agent: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -128,7 +250,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``secrets-agent`` and ``python -m agent``; returns the exit code."""
     words = list(sys.argv[1:] if argv is None else argv)
-    if not words or words[0] not in ("run", "check-config", "demo", "audit", "-h", "--help"):
+    if not words or words[0] not in ("run", "check-config", "demo", "audit", "get", "wait", "exec", "-h", "--help"):
         words.insert(0, "run")  # `secrets-agent --config F` means `secrets-agent run --config F`
     args = build_parser().parse_args(words)
     command = args.command
@@ -137,6 +259,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args)
         if command == "audit":
             return _audit_summary(args)
+        if command == "get":
+            return _get(args)
+        if command == "wait":
+            return _wait(args)
+        if command == "exec":
+            return _exec(args)
         if command == "demo":
             from agent.demo import run_demo
 

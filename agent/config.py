@@ -17,7 +17,7 @@ import json
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -30,6 +30,14 @@ from agent.config_access import (
     parse_clients,
     parse_secret_policies,
     resolve_token,
+)
+from agent.config_delivery import (
+    ExecSettings,
+    SystemdSettings,
+    TemplateSettings,
+    parse_exec,
+    parse_templates,
+    systemd_from_env,
 )
 from agent.errors import ConfigError
 
@@ -223,6 +231,9 @@ class Settings:
     clients: tuple[ClientSettings, ...] = ()
     secret_policies: tuple[SecretPolicySettings, ...] = ()
     audit: AuditSettings = AuditSettings(path=None)
+    templates: tuple[TemplateSettings, ...] = ()
+    exec: ExecSettings = field(default_factory=ExecSettings)
+    systemd: SystemdSettings = field(default_factory=SystemdSettings)
     warnings: tuple[str, ...] = ()
     source: str | None = None
 
@@ -390,6 +401,8 @@ def load_settings(
     server = ServerSettings(**values["server"])
     _check_server(server, problems)
     clients = parse_clients(arrays.get("clients"), env, problems, warnings)
+    templates = parse_templates(arrays.get("templates"), problems)
+    exec_settings = parse_exec(arrays.get("exec"), problems)
     policies = parse_secret_policies(arrays.get("secret_policies"), problems)
     # With [[clients]] the shared token is optional: only an explicitly set one must resolve.
     token_problems: list[tuple[str, str]] = []
@@ -429,12 +442,16 @@ def load_settings(
         clients=clients,
         secret_policies=policies,
         audit=AuditSettings(**values["audit"]),
+        templates=templates,
+        exec=exec_settings,
+        systemd=systemd_from_env(env),
         warnings=tuple(warnings),
         source=path,
     )
 
 
-ARRAY_SECTIONS = ("clients", "secret_policies")
+# Validated outside SCHEMA: arrays of tables, and [exec] whose env list has its own syntax.
+ARRAY_SECTIONS = ("clients", "secret_policies", "templates", "exec")
 
 
 def _merge_file(

@@ -31,9 +31,11 @@ from agent.events import EventListener
 from agent.log import get_logger
 from agent.metrics import Metrics
 from agent.middleware import ConnectionLimiter
+from agent.notify import Notifier
 from agent.policy import Policy
 from agent.refresher import Refresher
 from agent.source import SecretsManagerSource
+from agent.templates import TemplateRenderer
 from agent.throttle import AttemptPacer
 from agent.types import SecretValue
 from agent.web import Components, create_app
@@ -109,7 +111,14 @@ def build_components(settings: Settings, clients: AwsClients) -> tuple[Component
         metrics.observe_upstream(operation, outcome, transient)
         audit.upstream(operation, outcome, transient)
 
+    follow_ups: set[asyncio.Task[None]] = set()
+    renderer: list[TemplateRenderer] = []  # set below, once the cache exists
+
     def on_rotation(value: SecretValue, old_version: str | None, how: str) -> None:
+        if renderer:
+            task = asyncio.get_running_loop().create_task(renderer[0].on_rotation(value.arn))
+            follow_ups.add(task)
+            task.add_done_callback(follow_ups.discard)
         metrics.rotations.labels(how).inc()
         audit.rotation(name=value.name, arn=value.arn, old_version=old_version, new_version=value.version_id, how=how)
         log.info(
@@ -130,6 +139,8 @@ def build_components(settings: Settings, clients: AwsClients) -> tuple[Component
         observe=metrics.observe_lookup,
         on_rotation=on_rotation,
     )
+    if settings.templates:
+        renderer.append(TemplateRenderer(settings.templates, cache))
     refresher = Refresher(
         source,
         cache,
@@ -164,6 +175,8 @@ def build_components(settings: Settings, clients: AwsClients) -> tuple[Component
         policy=Policy(settings.clients, settings.secret_policies),
         rates=RateLimiter(settings.clients),
         audit=audit,
+        templates=renderer[0] if renderer else None,
+        notifier=Notifier(settings.systemd) if settings.systemd.notify_socket else None,
     )
     return parts, source
 

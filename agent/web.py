@@ -37,8 +37,10 @@ from agent.middleware import (
     guard_middleware,
     observe_middleware,
 )
+from agent.notify import Notifier
 from agent.policy import Policy, subject_ids
 from agent.refresher import Refresher
+from agent.templates import TemplateRenderer
 from agent.throttle import AttemptPacer
 from agent.types import AWSCURRENT, Selector
 
@@ -58,6 +60,9 @@ class Components:
     policy: Policy = field(default_factory=lambda: Policy((), ()))
     rates: RateLimiter = field(default_factory=lambda: RateLimiter(()))
     audit: AuditLog | None = None
+    templates: TemplateRenderer | None = None
+    notifier: Notifier | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 COMPONENTS = web.AppKey("components", Components)
@@ -190,8 +195,13 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: prefetch has run to the end and no prefetched secret is past the stale bound."""
-    ready, reason = await request.app[COMPONENTS].refresher.ready()
+    """Readiness: prefetch and first template render done, no prefetched secret past the stale bound."""
+    parts = request.app[COMPONENTS]
+    if not parts.started.is_set():
+        return web.Response(status=503, text="not ready: prefetch in progress")
+    ready, reason = await parts.refresher.ready()
+    if ready and parts.templates is not None and not parts.templates.all_rendered:
+        ready, reason = False, "a template has not rendered yet"
     return web.Response(status=200 if ready else 503, text=reason if ready else f"not ready: {reason}")
 
 
@@ -204,18 +214,37 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
+async def _startup(parts: Components) -> None:
+    """Prefetch, then the first template render, then readiness (and READY=1 to systemd)."""
+    await parts.refresher.prefetched.wait()
+    if parts.templates is not None:
+        await parts.templates.render_all()
+    parts.started.set()
+    if parts.notifier is not None:
+        parts.notifier.ready()
+
+
 def _background_ctx(parts: Components) -> Callable[[web.Application], AsyncIterator[None]]:
     async def background(_app: web.Application) -> AsyncIterator[None]:
         # Serving starts at once (misses fetch on demand); /readyz waits for prefetch.
-        tasks = [asyncio.create_task(parts.refresher.run(), name="refresher")]
+        tasks = [
+            asyncio.create_task(parts.refresher.run(), name="refresher"),
+            asyncio.create_task(_startup(parts), name="startup"),
+        ]
         if parts.events is not None:
             tasks.append(asyncio.create_task(parts.events.run(), name="events"))
+        if parts.notifier is not None:
+            tasks.append(asyncio.create_task(parts.notifier.watchdog(), name="watchdog"))
         yield
+        if parts.notifier is not None:
+            parts.notifier.stopping()
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if parts.templates is not None:
+            await parts.templates.close()
 
     return background
 

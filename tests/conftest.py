@@ -49,6 +49,8 @@ os.environ.update(
         "AWS_EC2_METADATA_DISABLED": "true",
         "AWS_CONFIG_FILE": "/nonexistent",
         "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        # Safety net: any client a test forgets to point at moto hits a closed loopback port, never AWS.
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
     }
 )
 
@@ -170,7 +172,13 @@ AgentFactory = Callable[..., contextlib.AbstractAsyncContextManager[AgentHandle]
 
 
 def agent_settings(
-    endpoint: str, socket_dir: Path | None, *, config: str | None = None, shared_token: bool = True, **overrides: Any
+    endpoint: str,
+    socket_dir: Path | None,
+    *,
+    config: str | None = None,
+    shared_token: bool = True,
+    environ: dict[str, str] | None = None,
+    **overrides: Any,
 ) -> Any:
     """Settings for a test agent: free port, the test token, fast upstream timeouts.
 
@@ -193,7 +201,9 @@ def agent_settings(
         with os.fdopen(handle, "w") as fh:
             fh.write(config)
     try:
-        return load_settings(path, environ={"AWS_TOKEN": TOKEN} if shared_token else {}, overrides=values)
+        env = {"AWS_TOKEN": TOKEN} if shared_token else {}
+        env.update(environ or {})
+        return load_settings(path, environ=env, overrides=values)
     finally:
         if path is not None:
             os.unlink(path)

@@ -1,0 +1,109 @@
+"""A small synchronous client of a running agent, for ``get``, ``wait`` and ``exec``.
+
+It talks to the agent the way any app would: over the Unix socket when one is
+configured, else over TCP, with the token from the same configuration. Plain
+``http.client``: a CLI that reads one secret should not start an event loop.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from agent.config import Settings
+
+TIMEOUT_SECONDS = 10.0
+
+
+class AgentUnreachable(Exception):
+    """Nothing answered on the agent's socket or port."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Status, headers and body of one answer."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+    def error_type(self) -> str:
+        """The ``__type`` of an error body, if any."""
+        try:
+            return str(json.loads(self.body).get("__type", ""))
+        except (ValueError, AttributeError):
+            return ""
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def read_token(settings: Settings) -> str | None:
+    """The shared token the agent accepts (env value, or the token file's content)."""
+    ref = settings.auth.token
+    if ref is None:
+        return None
+    if ref.kind == "env":
+        return ref.value
+    with open(ref.location, encoding="utf-8") as fh:
+        return fh.read().strip()
+
+
+class AgentClient:
+    """GET requests to the agent, over its Unix socket if it has one."""
+
+    def __init__(self, settings: Settings, *, token: str | None = None, timeout: float = TIMEOUT_SECONDS) -> None:
+        self._settings = settings
+        self._token = token if token is not None else read_token(settings)
+        self._timeout = timeout
+
+    def _connection(self) -> http.client.HTTPConnection:
+        server = self._settings.server
+        if server.unix_socket:
+            return _UnixConnection(server.unix_socket, self._timeout)
+        host = server.http_host if server.http_host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+        return http.client.HTTPConnection(host, server.http_port, timeout=self._timeout)
+
+    def get(self, path: str) -> Reply:
+        """One GET; raises :class:`AgentUnreachable` when nothing answers."""
+        headers = {"X-Aws-Parameters-Secrets-Token": self._token} if self._token else {}
+        connection = self._connection()
+        try:
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+            return Reply(response.status, response.read(), dict(response.getheaders()))
+        except (OSError, http.client.HTTPException) as exc:
+            raise AgentUnreachable(str(exc) or type(exc).__name__) from exc
+        finally:
+            connection.close()
+
+    def value(self, secret_id: str, *, field: str | None = None, stage: str | None = None) -> Reply:
+        """``/value/<id>`` with optional field and stage."""
+        query = []
+        if field:
+            query.append(f"field={quote(field, safe='')}")
+        if stage:
+            query.append(f"versionStage={quote(stage, safe='')}")
+        suffix = "?" + "&".join(query) if query else ""
+        return self.get(f"/value/{quote(secret_id, safe='/:')}{suffix}")
+
+    def version(self, secret_id: str) -> str | None:
+        """The AWSCURRENT version id the agent serves for ``secret_id`` (None on error)."""
+        reply = self.get(f"/v1/{quote(secret_id, safe='/:')}")
+        if reply.status != 200:
+            return None
+        data: dict[str, Any] = json.loads(reply.body)
+        return str(data.get("VersionId"))

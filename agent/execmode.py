@@ -1,0 +1,182 @@
+"""``secrets-agent exec``: run a command with secrets in its environment, and follow rotation.
+
+The secrets are resolved through the running agent (over its Unix socket or
+TCP, with the configured token); when no agent answers, one is started inside
+this process for as long as the child runs. The values go into the *child's*
+environment only: this process's own environment is never modified, and no
+value is logged. The child never starts before every referenced secret
+resolved.
+
+While the child runs, the referenced secrets' versions are checked every
+``check_seconds`` (the agent itself follows rotation, so this is a cheap local
+read). On a change, ``on_change`` decides: ``restart`` (SIGTERM, up to
+``grace_seconds``, SIGKILL, then start again with fresh values), ``signal``
+(send ``signal``, e.g. SIGHUP, for apps that re-read config), or ``none``.
+SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 are forwarded to the child; the
+exit code is the child's (128 + signal number when a signal ended it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+from agent.client import AgentClient, AgentUnreachable
+from agent.config import Settings
+from agent.config_delivery import EnvRef, ExecSettings
+from agent.errors import AgentError
+from agent.log import get_logger
+
+log = get_logger("agent.exec")
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+AGENT_START_SECONDS = 30.0
+
+
+class ResolveError(AgentError):
+    """A referenced secret could not be resolved; ``exit_code`` says why, for scripts."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def resolve(client: AgentClient, refs: Sequence[EnvRef], codes: dict[str, int]) -> dict[str, str]:
+    """Fetch every referenced value; raise :class:`ResolveError` on the first failure."""
+    values: dict[str, str] = {}
+    for ref in refs:
+        try:
+            reply = client.value(ref.secret_id, field=ref.field)
+        except AgentUnreachable as exc:
+            raise ResolveError(f"agent unreachable: {exc}", codes["unreachable"]) from exc
+        if reply.status == 200:
+            values[ref.name] = reply.body.decode("utf-8", errors="replace")
+            continue
+        kind = {404: "not_found", 403: "denied"}.get(reply.status, "error")
+        raise ResolveError(f"{ref.name}: {reply.error_type() or reply.status} for {ref.secret_id!r}", codes[kind])
+    return values
+
+
+def _exit_code(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class Supervisor:
+    """Owns the child process: start, forward signals, restart or signal on rotation."""
+
+    def __init__(self, command: Sequence[str], spec: ExecSettings, client: AgentClient, codes: dict[str, int]) -> None:
+        self._command = list(command)
+        self._spec = spec
+        self._client = client
+        self._codes = codes
+        self._child: asyncio.subprocess.Process | None = None
+        self._restarting = False
+
+    async def _start(self) -> None:
+        values = await asyncio.to_thread(resolve, self._client, self._spec.env, self._codes)
+        environment = {**os.environ, **values}  # a copy: our own environment stays clean
+        self._child = await asyncio.create_subprocess_exec(*self._command, env=environment)
+        log.info("exec_started", command=self._command[0], pid=self._child.pid, variables=sorted(values))
+
+    async def _versions(self) -> dict[str, str | None]:
+        ids = sorted({ref.secret_id for ref in self._spec.env})
+        return {secret_id: await asyncio.to_thread(self._client.version, secret_id) for secret_id in ids}
+
+    def _forward(self, sig: signal.Signals) -> None:
+        if self._child is not None and self._child.returncode is None:
+            self._child.send_signal(sig)
+
+    async def _stop_child(self) -> None:
+        child = self._child
+        if child is None or child.returncode is not None:
+            return
+        child.terminate()
+        try:
+            await asyncio.wait_for(child.wait(), self._spec.grace_seconds)
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+
+    async def _watch(self) -> None:
+        known = await self._versions()
+        while True:
+            await asyncio.sleep(self._spec.check_seconds)
+            current = await self._versions()
+            if current == known or any(version is None for version in current.values()):
+                continue  # unchanged, or the agent is briefly unavailable: keep the child as it is
+            known = current
+            log.info("exec_secret_changed", on_change=self._spec.on_change)
+            if self._spec.on_change == "restart":
+                self._restarting = True
+                try:
+                    await self._stop_child()
+                    await self._start()
+                finally:
+                    self._restarting = False
+            elif self._spec.on_change == "signal":
+                self._forward(signal.Signals[self._spec.signal])
+
+    async def run(self) -> int:
+        """Start the child and supervise it; returns its exit code."""
+        await self._start()
+        loop = asyncio.get_running_loop()
+        for sig in FORWARDED:
+            loop.add_signal_handler(sig, self._forward, sig)
+        watcher = asyncio.create_task(self._watch()) if self._spec.on_change != "none" and self._spec.env else None
+        try:
+            while True:
+                assert self._child is not None
+                child = self._child
+                code = await child.wait()
+                if self._restarting or child is not self._child:
+                    await asyncio.sleep(0.05)  # the watcher is replacing the child
+                    continue
+                log.info("exec_exited", exit_code=code)
+                return _exit_code(code)
+        finally:
+            for sig in FORWARDED:
+                loop.remove_signal_handler(sig)
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await self._stop_child()
+
+
+async def run_exec(settings: Settings, command: Sequence[str], spec: ExecSettings, codes: dict[str, int]) -> int:
+    """Resolve, run and supervise; start an embedded agent when none is running."""
+    client = AgentClient(settings)
+    try:
+        await asyncio.to_thread(client.get, "/ping")
+    except AgentUnreachable:
+        return await _with_embedded_agent(settings, command, spec, codes, client)
+    return await Supervisor(command, spec, client, codes).run()
+
+
+async def _with_embedded_agent(
+    settings: Settings, command: Sequence[str], spec: ExecSettings, codes: dict[str, int], client: AgentClient
+) -> int:
+    from agent.runner import Started, serve  # exec drives the runner, as the CLI does
+
+    log.info("exec_embedded_agent")
+    started: asyncio.Future[Started] = asyncio.get_running_loop().create_future()
+    agent = asyncio.create_task(serve(settings, on_started=started.set_result, install_signals=False))
+    waiters: set[asyncio.Future[Any]] = {agent, started}
+    await asyncio.wait(waiters, timeout=AGENT_START_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+    if not started.done():
+        agent.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await agent
+        raise ResolveError("the embedded agent did not start", codes["unreachable"])
+    handle = started.result()
+    try:
+        while not handle.components.started.is_set():
+            await asyncio.sleep(0.05)
+        return await Supervisor(command, spec, client, codes).run()
+    finally:
+        handle.stop.set()
+        await agent
