@@ -130,6 +130,14 @@ class Authenticator:
         self._by_uid = {c.uid: c.name for c in clients if c.uid is not None}
         self._by_gid = {c.gid: c.name for c in clients if c.gid is not None}
 
+    def secret_for(self, client: str) -> str | None:
+        """A client's current token (the SigV4 secret access key), or None for unknown names."""
+        for name, source in self._tokens:
+            if name == client:
+                token = source.current()
+                return token.decode() if token else None
+        return None
+
     def reload(self) -> None:
         """Re-read every token file now (SIGHUP)."""
         for _name, source in self._tokens:

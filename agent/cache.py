@@ -109,6 +109,7 @@ class SecretCache:
         self._aliases: dict[str, str] = {}
         self._keys_by_arn: dict[str, set[str]] = {}
         self._names: dict[str, str] = {}
+        self._meta: dict[str, SecretMeta] = {}  # last DescribeSecret/ListSecrets view, for the SDK route
         self._inflight: dict[tuple[str, str], asyncio.Task[tuple[SecretValue, Outcome]]] = {}
         self._failures: dict[tuple[str, str], _Failure] = {}
 
@@ -136,6 +137,16 @@ class SecretCache:
     def name_of(self, arn: str) -> str | None:
         """The friendly name of a cached secret."""
         return self._names.get(arn)
+
+    async def describe(self, secret_id: str) -> SecretMeta:
+        """Metadata of a secret: the last confirmed view, or DescribeSecret when there is none."""
+        arn = self._aliases.get(secret_id)
+        if arn is not None and arn in self._meta:
+            return self._meta[arn]
+        meta = await self._source.describe(arn or secret_id)
+        if meta.arn in self._keys_by_arn:
+            self._meta[meta.arn] = meta
+        return meta
 
     async def peek(self, secret_id: str, selector: Selector) -> Entry | None:
         """The cached entry, fresh or not, without touching upstream or LRU order."""
@@ -291,6 +302,8 @@ class SecretCache:
         moved, since the caller re-reads and calls :meth:`rotate`.
         """
         now = self._clock()
+        if meta.arn in self._keys_by_arn:
+            self._meta[meta.arn] = meta
         for key, entry in await self.entries(meta.arn):
             suffix = key.rpartition("|")[2]
             value = entry.value
@@ -346,5 +359,6 @@ class SecretCache:
                 # alias table stays bounded by max_entries as well.
                 del self._keys_by_arn[arn]
                 self._names.pop(arn, None)
+                self._meta.pop(arn, None)
                 for alias in [a for a, target in self._aliases.items() if target == arn]:
                     del self._aliases[alias]

@@ -39,6 +39,7 @@ from agent.errors import (
 )
 from agent.log import get_logger
 from agent.metrics import Metrics
+from agent.sdk import is_sdk_request
 
 log = get_logger("agent.access_log")
 
@@ -47,8 +48,9 @@ SECRET_ID_KEY = web.RequestKey("secret_id", str)
 CACHE_KEY = web.RequestKey("cache", str)
 PEER_KEY = web.RequestKey("peer", Peer)
 DECISION_KEY = web.RequestKey("decision", str)
-SERVED_KEY = web.RequestKey("served", dict)  # arn, name, version_id, version_stage of what was read
-READ_ROUTES = frozenset({"get", "v1", "value"})
+# One dict per secret read (name, arn, version_id, version_stage; for batches also decision/status).
+SERVED_KEY = web.RequestKey("served", list)
+READ_ROUTES = frozenset({"get", "v1", "value", "sdk"})
 ALWAYS_PUBLIC = frozenset({"/ping", "/healthz", "/readyz"})
 MAX_REQUEST_ID = 64
 
@@ -141,9 +143,9 @@ def _audit_read(audit: AuditLog, request: web.Request, status: int, request_id: 
     peer = request.get(PEER_KEY)
     if peer is not None:
         record.update(peer_uid=peer.uid, peer_pid=peer.pid)
-    record.update(request.get(SERVED_KEY) or {})
     record.update(decision=request.get(DECISION_KEY, "deny"), status=status, cache=request.get(CACHE_KEY))
-    audit.write(record)
+    for item in request.get(SERVED_KEY) or [{}]:
+        audit.write({**record, **item})
 
 
 def observe_middleware(metrics: Metrics, audit: AuditLog | None = None) -> Any:
@@ -214,6 +216,10 @@ def guard_middleware(
             raise TooManyConnections("connection limit exceeded")
         if "X-Forwarded-For" in request.headers:
             raise BadRequest("requests with X-Forwarded-For are refused")
+        if is_sdk_request(request):
+            # AWS SDKs authenticate with SigV4, verified by the handler; a SigV4
+            # Authorization header is not a bearer token and the method is POST.
+            return await handler(request)
         if request.path not in public:
             peer = peer_credentials(request.transport)
             if peer is not None:

@@ -17,13 +17,15 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
+from agent import sdk
 from agent.access import Authenticator, RateLimiter
 from agent.audit import AuditLog
 from agent.cache import Lookup, SecretCache
-from agent.errors import BadRequest, Forbidden, NotFound
+from agent.errors import AgentError, BadRequest, Forbidden, NotFound
 from agent.events import EventListener
 from agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.metrics import Metrics
@@ -40,9 +42,10 @@ from agent.middleware import (
 from agent.notify import Notifier
 from agent.policy import Policy, subject_ids
 from agent.refresher import Refresher
+from agent.sdk import served
 from agent.templates import TemplateRenderer
 from agent.throttle import AttemptPacer
-from agent.types import AWSCURRENT, Selector
+from agent.types import CURRENT, Selector
 
 
 @dataclass
@@ -109,30 +112,104 @@ async def _read(request: web.Request, secret_id: str, params: dict[str, str]) ->
     request[SECRET_ID_KEY] = secret_id
     parts = request.app[COMPONENTS]
     selector = _selector(params)
-    refresh = _refresh_flag(params)
-    client = request[CLIENT_KEY]
-    # Decided before any upstream call, from what the cache already knows.
+    lookup = await authorized_get(parts, request[CLIENT_KEY], secret_id, selector, refresh=_refresh_flag(params))
+    request[DECISION_KEY] = "allow"
+    request[CACHE_KEY] = lookup.outcome
+    request[SERVED_KEY] = [served(lookup.value, selector)]
+    return lookup
+
+
+def authorize(parts: Components, client: str, secret_id: str) -> None:
+    """Raise Forbidden unless ``client`` may read ``secret_id``; decided without any upstream call."""
     arn = parts.cache.resolve(secret_id)
     ids = subject_ids(secret_id, arn=arn, name=parts.cache.name_of(arn) if arn else None)
     if not parts.policy.allows(client, ids):
         parts.metrics.reads.labels(client, "deny").inc()
         raise Forbidden(ACCESS_DENIED)  # same body whether or not the secret exists
+
+
+async def authorized_get(
+    parts: Components, client: str, secret_id: str, selector: Selector, *, refresh: bool = False
+) -> Lookup:
+    """Policy check, then the cache read, then (for ids the cache did not know) a check by name."""
+    known = parts.cache.resolve(secret_id) is not None
+    authorize(parts, client, secret_id)
     lookup = await parts.cache.get(secret_id, selector, refresh=refresh)
     value = lookup.value
-    if arn is None and not parts.policy.allows(client, subject_ids(secret_id, arn=value.arn, name=value.name)):
+    if not known and not parts.policy.allows(client, subject_ids(secret_id, arn=value.arn, name=value.name)):
         # First read by an id the cache did not know (a partial ARN): its name is only known now.
         parts.metrics.reads.labels(client, "deny").inc()
         raise Forbidden(ACCESS_DENIED)
-    request[DECISION_KEY] = "allow"
     parts.metrics.reads.labels(client, "allow").inc()
-    request[CACHE_KEY] = lookup.outcome
-    request[SERVED_KEY] = {
-        "name": value.name,
-        "arn": value.arn,
-        "version_id": value.version_id,
-        "version_stage": selector.version_stage or (None if selector.version_id else AWSCURRENT),
-    }
     return lookup
+
+
+async def sdk_endpoint(request: web.Request) -> web.Response:
+    """``POST /``: the Secrets Manager JSON protocol for unchanged AWS SDKs (see :mod:`agent.sdk`)."""
+    parts = request.app[COMPONENTS]
+    try:
+        body = await request.read()
+        client = sdk.authenticate(request, body, parts.auth.secret_for)
+        request[CLIENT_KEY] = client
+        if not parts.rates.allow(client):
+            parts.metrics.rate_limited.labels(client).inc()
+            raise sdk.SdkError("ThrottlingException", "client rate limit exceeded")
+        operation = sdk.operation_of(request)
+        params = sdk.parse_body(body)
+        if operation == "GetSecretValue":
+            reply = await _sdk_get(request, parts, client, params)
+        elif operation == "BatchGetSecretValue":
+            reply = await _sdk_batch(request, parts, client, params)
+        else:
+            secret_id = sdk.secret_id_of(params)
+            request[SECRET_ID_KEY] = secret_id
+            authorize(parts, client, secret_id)
+            request[DECISION_KEY] = "allow"
+            reply = sdk.describe_json(await parts.cache.describe(secret_id))
+    except sdk.SdkError as exc:
+        return sdk.error_response(exc.code, exc.message, exc.status)
+    except AgentError as exc:
+        error = sdk.from_agent_error(exc)
+        return sdk.error_response(error.code, error.message, error.status)
+    return web.Response(text=json.dumps(reply), content_type=sdk.CONTENT_TYPE)
+
+
+async def _sdk_get(request: web.Request, parts: Components, client: str, params: dict[str, Any]) -> dict[str, Any]:
+    secret_id = sdk.secret_id_of(params)
+    request[SECRET_ID_KEY] = secret_id
+    selector = sdk.selector_of(params)
+    lookup = await authorized_get(parts, client, secret_id, selector)
+    request[DECISION_KEY] = "allow"
+    request[CACHE_KEY] = lookup.outcome
+    request[SERVED_KEY] = [served(lookup.value, selector)]
+    return sdk.value_json(lookup.value)
+
+
+async def _sdk_batch(request: web.Request, parts: Components, client: str, params: dict[str, Any]) -> dict[str, Any]:
+    ids = params.get("SecretIdList")
+    if params.get("Filters"):
+        raise sdk.SdkError("ValidationException", "Filters are not supported by the agent; pass SecretIdList")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
+        raise sdk.SdkError("ValidationException", "SecretIdList must be a non-empty list of secret ids")
+    if len(ids) > sdk.BATCH_LIMIT:
+        raise sdk.SdkError("ValidationException", f"SecretIdList holds at most {sdk.BATCH_LIMIT} ids")
+    values: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    audited: list[dict[str, Any]] = []
+    for secret_id in ids:
+        try:
+            lookup = await authorized_get(parts, client, secret_id, CURRENT)
+        except AgentError as exc:
+            errors.append({"SecretId": secret_id, "ErrorCode": exc.code, "Message": exc.message})
+            decision = "deny" if exc.status == 403 else "allow"
+            audited.append({"secret_id": secret_id, "decision": decision, "status": exc.status})
+            continue
+        values.append(sdk.value_json(lookup.value))
+        item = {"secret_id": secret_id, **served(lookup.value, CURRENT), "decision": "allow", "status": 200}
+        audited.append({**item, "cache": lookup.outcome})
+    request[DECISION_KEY] = "allow"
+    request[SERVED_KEY] = audited
+    return {"SecretValues": values, "Errors": errors}
 
 
 def _cache_headers(lookup: Lookup) -> dict[str, str]:
@@ -267,5 +344,6 @@ def create_app(parts: Components) -> web.Application:
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics, name="metrics")
+    app.router.add_post("/", sdk_endpoint, name="sdk")
     app.cleanup_ctx.append(_background_ctx(parts))
     return app
