@@ -209,3 +209,36 @@ def test_sigv4_accepts_botocore_and_rejects_tampering() -> None:
     with pytest.raises(SignatureError) as unknown:
         verify(botocore_signed(), lambda _key: None)
     assert unknown.value.code == "UnrecognizedClientException"
+
+
+JS_DIR = Path(__file__).resolve().parent / "js"
+
+
+@pytest.mark.skipif(
+    not (JS_DIR / "node_modules" / "@aws-sdk" / "client-secrets-manager").is_dir(),
+    reason="Node.js or the AWS SDK for JavaScript is not installed (make test installs it when npm exists)",
+)
+async def test_javascript_sdk_through_the_agent(sm: Any, moto: Any, run_agent: AgentFactory, tmp_path: Path) -> None:
+    """The AWS SDK for JavaScript v3 reads through the agent and maps a missing secret to its exception."""
+    sm.create_secret(Name="app/js", SecretString="from-javascript")
+    async with run_agent(moto.url, config=app_config(tmp_path)) as agent:
+        env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": agent.base,
+            "AWS_ACCESS_KEY_ID": "app",
+            "AWS_SECRET_ACCESS_KEY": APP_TOKEN,
+            "AWS_REGION": "us-east-1",
+        }
+        env.pop("AWS_ENDPOINT_URL", None)
+
+        def node(secret_id: str) -> dict[str, Any]:
+            result = subprocess.run(
+                ["node", str(JS_DIR / "read_secret.mjs"), secret_id],
+                env=env, capture_output=True, text=True, timeout=60, check=True,
+            )  # fmt: skip
+            return dict(json.loads(result.stdout))
+
+        found = await asyncio.to_thread(node, "app/js")
+        missing = await asyncio.to_thread(node, "app/none")
+    assert found["SecretString"] == "from-javascript"
+    assert missing == {"error": "ResourceNotFoundException"}
