@@ -19,7 +19,6 @@ faults 5xx so SDKs retry them.
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -84,15 +83,7 @@ def from_agent_error(error: AgentError) -> SdkError:
 
 def value_json(value: SecretValue) -> dict[str, Any]:
     """GetSecretValue's response shape: CreatedDate an epoch number, SecretBinary base64."""
-    body: dict[str, Any] = {"ARN": value.arn, "Name": value.name, "VersionId": value.version_id}
-    if value.secret_string is not None:
-        body["SecretString"] = value.secret_string
-    if value.secret_binary is not None:
-        body["SecretBinary"] = base64.b64encode(value.secret_binary).decode("ascii")
-    body["VersionStages"] = list(value.version_stages)
-    if value.created_date is not None:
-        body["CreatedDate"] = value.created_date
-    return body
+    return value.aws_fields(created_as_string=False)
 
 
 def signed_request(request: web.Request, body: bytes) -> SignedRequest:

@@ -28,26 +28,26 @@ class SecretValue:
     secret_string: str | None = field(default=None, repr=False)
     secret_binary: bytes | None = field(default=None, repr=False)
 
-    @cached_property
-    def wire_json(self) -> bytes:
-        """The GetSecretValue JSON body, rendered once and reused for every read.
+    def aws_fields(self, *, created_as_string: bool) -> dict[str, object]:
+        """The GetSecretValue response fields; ``SecretBinary`` base64.
 
-        ``CreatedDate`` is epoch seconds with fraction *as a string*, the way
-        AWS's own agent serialises it, so clients written for it parse ours.
+        AWS's agent sends ``CreatedDate`` as epoch seconds *in a string*; the
+        Secrets Manager JSON protocol (what SDKs parse) as a number.
         """
-        body: dict[str, object] = {
-            "ARN": self.arn,
-            "Name": self.name,
-            "VersionId": self.version_id,
-        }
+        body: dict[str, object] = {"ARN": self.arn, "Name": self.name, "VersionId": self.version_id}
         if self.secret_string is not None:
             body["SecretString"] = self.secret_string
         if self.secret_binary is not None:
             body["SecretBinary"] = base64.b64encode(self.secret_binary).decode("ascii")
         body["VersionStages"] = list(self.version_stages)
         if self.created_date is not None:
-            body["CreatedDate"] = f"{self.created_date:.3f}"
-        return json.dumps(body, separators=(",", ":")).encode()
+            body["CreatedDate"] = f"{self.created_date:.3f}" if created_as_string else self.created_date
+        return body
+
+    @cached_property
+    def wire_json(self) -> bytes:
+        """The AWS-agent-compatible JSON body, rendered once and reused for every read."""
+        return json.dumps(self.aws_fields(created_as_string=True), separators=(",", ":")).encode()
 
     @cached_property
     def json_fields(self) -> dict[str, object] | None:
