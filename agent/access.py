@@ -145,10 +145,13 @@ class Authenticator:
 
     def identify(self, headers: Mapping[str, str], peer: Peer | None = None) -> Identification:
         """Recognise the caller by token first, then (Unix socket) by uid, then gid."""
-        candidates = [value.encode() for value in (headers.get(name) for name in self._headers) if value]
+        # aiohttp decodes header bytes with surrogateescape: encode the same way, never fail.
+        candidates = [
+            value.encode("utf-8", "surrogateescape") for value in (headers.get(name) for name in self._headers) if value
+        ]
         auth = headers.get("Authorization")
         if auth and auth[:7].lower() == "bearer ":
-            candidates.append(auth[7:].strip().encode())
+            candidates.append(auth[7:].strip().encode("utf-8", "surrogateescape"))
         matched: str | None = None
         for name, source in self._tokens:
             expected = source.current()

@@ -204,7 +204,8 @@ class SecretCache:
             stale_entry = entry
             work = lambda: self._revalidate(secret_id, selector, stale_entry)  # noqa: E731
         else:
-            work = lambda: self._load(secret_id, selector, "refresh" if refresh else "miss")  # noqa: E731
+            previous = entry.value.version_id if entry is not None else None
+            work = lambda: self._load(secret_id, selector, "refresh" if refresh else "miss", previous)  # noqa: E731
         try:
             value, outcome = await self._single_flight(flight, work)
         except UpstreamError as exc:
@@ -216,13 +217,6 @@ class SecretCache:
             return self._stale_or_raise(entry, exc, now)
         self._failures.pop(flight, None)
         self._observe(outcome)
-        if (
-            entry is not None
-            and selector.version_id is None
-            and value.version_id != entry.value.version_id
-            and self._on_rotation is not None
-        ):
-            self._on_rotation(value, entry.value.version_id, "refreshNow" if refresh else "read")
         return Lookup(value, outcome, 0.0)
 
     def _stale_or_raise(self, entry: Entry | None, error: UpstreamError, now: float) -> Lookup:
@@ -255,9 +249,15 @@ class SecretCache:
         if not task.cancelled():
             task.exception()  # mark retrieved even if every waiter went away
 
-    async def _load(self, secret_id: str, selector: Selector, outcome: Outcome) -> tuple[SecretValue, Outcome]:
+    async def _load(
+        self, secret_id: str, selector: Selector, outcome: Outcome, previous: str | None = None
+    ) -> tuple[SecretValue, Outcome]:
         value = await self._source.get_secret_value(secret_id, selector)
         await self.put(value, selector, asked_as=secret_id)
+        # Inside the flight: reported once however many readers shared it.
+        moved = previous is not None and selector.version_id is None and value.version_id != previous
+        if moved and self._on_rotation is not None:
+            self._on_rotation(value, previous, "refreshNow" if outcome == "refresh" else "read")
         return value, outcome
 
     async def _revalidate(self, secret_id: str, selector: Selector, entry: Entry) -> tuple[SecretValue, Outcome]:
@@ -268,7 +268,7 @@ class SecretCache:
             await self.confirm(meta)
             refreshed = await self.peek(entry.value.arn, selector)
             return (refreshed.value if refreshed else entry.value), "revalidated"
-        return await self._load(entry.value.arn, selector, "miss")
+        return await self._load(entry.value.arn, selector, "miss", entry.value.version_id)
 
     async def put(
         self, value: SecretValue, selector: Selector, *, asked_as: str | None = None, recent: bool = True

@@ -101,8 +101,11 @@ class AgentClient:
         return self.get(f"/value/{quote(secret_id, safe='/:')}{suffix}")
 
     def version(self, secret_id: str) -> str | None:
-        """The AWSCURRENT version id the agent serves for ``secret_id`` (None on error)."""
-        reply = self.get(f"/v1/{quote(secret_id, safe='/:')}")
+        """The AWSCURRENT version id the agent serves for ``secret_id`` (None on error or no agent)."""
+        try:
+            reply = self.get(f"/v1/{quote(secret_id, safe='/:')}")
+        except AgentUnreachable:
+            return None
         if reply.status != 200:
             return None
         data: dict[str, Any] = json.loads(reply.body)

@@ -76,8 +76,9 @@ class Supervisor:
         self._child: asyncio.subprocess.Process | None = None
         self._restarting = False
 
-    async def _start(self) -> None:
-        values = await asyncio.to_thread(resolve, self._client, self._spec.env, self._codes)
+    async def _start(self, values: dict[str, str] | None = None) -> None:
+        if values is None:
+            values = await asyncio.to_thread(resolve, self._client, self._spec.env, self._codes)
         environment = {**os.environ, **values}  # a copy: our own environment stays clean
         self._child = await asyncio.create_subprocess_exec(*self._command, env=environment)
         log.info("exec_started", command=self._command[0], pid=self._child.pid, variables=sorted(values))
@@ -113,8 +114,16 @@ class Supervisor:
             if self._spec.on_change == "restart":
                 self._restarting = True
                 try:
+                    values = await asyncio.to_thread(resolve, self._client, self._spec.env, self._codes)
+                except ResolveError as exc:
+                    # Keep the running child rather than stop it for values we cannot get.
+                    log.warning("exec_restart_skipped", reason=exc.message)
+                    known = {}
+                    self._restarting = False
+                    continue
+                try:
                     await self._stop_child()
-                    await self._start()
+                    await self._start(values)
                 finally:
                     self._restarting = False
             elif self._spec.on_change == "signal":
@@ -142,8 +151,12 @@ class Supervisor:
                 loop.remove_signal_handler(sig)
             if watcher is not None:
                 watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                try:
                     await watcher
+                except asyncio.CancelledError:
+                    pass
+                except Exception as exc:  # the child's exit code is the answer, not the watcher's failure
+                    log.warning("exec_watch_failed", error=type(exc).__name__)
             await self._stop_child()
 
 

@@ -53,6 +53,25 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
+class DropExceptionText(logging.Filter):
+    """Strip exception text from third-party records.
+
+    aiohttp's parser puts the offending raw header line, which may hold a
+    token, in the message of the exception it logs for a malformed request.
+    Third-party records keep their own message and the exception's class name
+    only; the agent's own events are unaffected (they never carry values).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record, without its exception text."""
+        if record.exc_info and record.exc_info[0] is not None:
+            record.msg = f"{record.getMessage()} ({record.exc_info[0].__name__})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None, *, cache: bool = True) -> None:
     """Configure structlog and route stdlib logging through the same renderer.
 
@@ -90,6 +109,7 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
+    handler.addFilter(DropExceptionText())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

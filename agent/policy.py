@@ -14,8 +14,10 @@ resource policy can still deny it.
 Patterns are shell globs (``fnmatch``, where ``*`` also crosses ``/``) matched
 against every name the request can be known by: the id as asked, the secret's
 name and ARNs when the cache knows them, and the name inside an ARN (with and
-without the 6-character suffix), so ``prod/*`` covers a read by ARN too. The
-decision needs no upstream call.
+without the 6-character suffix), so ``prod/*`` covers a read by ARN too. That
+first decision needs no upstream call and denies early; after the value is
+fetched the read is decided again on the secret's canonical identity only
+(:func:`canonical_ids`), so a guessed suffix can never widen an allow.
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ def subject_ids(secret_id: str, *, arn: str | None = None, name: str | None = No
             resource = candidate.split(":secret:", 1)[1]
             ids.extend((resource, partial_arn(resource)))
     return tuple(dict.fromkeys(ids))
+
+
+def canonical_ids(*, arn: str, name: str) -> tuple[str, ...]:
+    """The identifiers of a secret as Secrets Manager itself names it (after a fetch).
+
+    Never derived from what the caller typed: a partial ARN such as
+    ``...:secret:prod/db-backup`` must not be mistaken for ``prod/db``.
+    """
+    return tuple(dict.fromkeys((name, arn, partial_arn(arn))))
 
 
 def _matches(patterns: Iterable[str], ids: Sequence[str]) -> bool:

@@ -54,7 +54,7 @@ from agent.log import get_logger
 from agent.metrics import Metrics
 from agent.source import SecretMeta, SecretSource
 from agent.throttle import Backoff
-from agent.types import CURRENT, SecretValue, partial_arn
+from agent.types import CURRENT, SecretValue, looks_like_arn, partial_arn
 
 log = get_logger("agent.refresher")
 
@@ -191,6 +191,10 @@ class Refresher:
                 wait = max(self._jittered(interval), backoff.next_delay())
                 log.warning("refresh_pass_failed", error=exc.code, transient=exc.transient, retry_in=round(wait, 1))
                 continue
+            except Exception:  # a bug must not end freshness for good: log it and keep polling
+                wait = max(self._jittered(interval), backoff.next_delay())
+                log.exception("refresh_pass_crashed", retry_in=round(wait, 1))
+                continue
             backoff.reset()
             wait = self._jittered(interval)
 
@@ -210,19 +214,26 @@ class Refresher:
         listed = await self._list(arns)
         moved: list[SecretMeta] = []
         direct = set(self._direct_checks(arns, listed))
+        transient: UpstreamError | None = None
         for arn in arns:
             meta = listed.get(arn)
             if meta is None or arn in direct:
-                meta = await self._describe(arn)
+                try:
+                    meta = await self._describe(arn)
+                except UpstreamError as exc:  # transient: this secret waits, the others go on
+                    transient = exc
+                    continue
                 if meta is None:
                     continue
             if await self._moved(meta):
                 moved.append(meta)
             else:
                 await self._cache.confirm(meta)
+        await self._reread(moved, how="poll")
+        if transient is not None:
+            raise transient  # the pass counts as failed, so it backs off
         if self._metrics is not None:
             self._metrics.poll_passes.inc()
-        await self._reread(moved, how="poll")
 
     async def _list(self, arns: Sequence[str]) -> dict[str, SecretMeta]:
         """ListSecrets over the cached secrets, by the cheaper of two plans.
@@ -293,16 +304,16 @@ class Refresher:
             return
         by_arn = {meta.arn: meta for meta in moved}
         values: list[SecretValue] = []
+        errors: dict[str, UpstreamError] = {}
         if len(moved) == 1:
             try:
                 values.append(await self._source.get_secret_value(moved[0].arn, STAGE_CURRENT))
             except UpstreamError as exc:
-                await self._hard_failure(moved[0].arn, exc)
+                errors[moved[0].arn] = exc
         else:
             result = await self._source.batch_get(list(by_arn))
             values.extend(result.values)
-            for arn, error in result.errors.items():
-                await self._hard_failure(arn, error)
+            errors.update(result.errors)
         for value in values:
             meta = by_arn[value.arn]
             if meta.current_version != value.version_id:
@@ -314,18 +325,23 @@ class Refresher:
             old = await self._cache.rotate(meta, value)
             if self._on_rotation is not None:
                 self._on_rotation(value, old, how)
-
-    async def _hard_failure(self, arn: str, error: UpstreamError) -> None:
-        if error.transient:
-            raise error
-        await self._cache.fail(arn, error)
+        # Values that did arrive are installed first; then hard failures are recorded
+        # and a transient one fails the pass (to be retried) without undoing the rest.
+        transient = [error for error in errors.values() if error.transient]
+        for arn, error in errors.items():
+            if not error.transient:
+                await self._cache.fail(arn, error)
+        if transient:
+            raise transient[0]
 
     # ------------------------------------------------------------------ events
 
     async def refresh_secret(self, secret_ref: str, *, how: str) -> bool:
         """Refresh one cached secret now (an event named it). False if it is not cached."""
         # An event may carry the full ARN while the cache knows the name or partial ARN.
-        arn = self._cache.resolve(secret_ref) or self._cache.resolve(partial_arn(secret_ref))
+        arn = self._cache.resolve(secret_ref)
+        if arn is None and looks_like_arn(secret_ref):
+            arn = self._cache.resolve(partial_arn(secret_ref))
         if arn is None:
             return False
         meta = await self._describe(arn)

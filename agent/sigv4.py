@@ -105,8 +105,10 @@ def verify(request: SignedRequest, secret_for: Callable[[str], str | None], now:
     if service != SERVICE:
         raise SignatureError("InvalidSignatureException", f"credential scope is for {service!r}, not secretsmanager")
     signed = match["signed"].split(";")
-    if "host" not in signed:
-        raise SignatureError("InvalidSignatureException", "the Host header must be signed")
+    for required in ("host", "x-amz-target"):
+        # X-Amz-Target names the operation: unsigned, a captured request could be replayed as another one.
+        if required not in signed:
+            raise SignatureError("InvalidSignatureException", f"the {required} header must be signed")
     stamp, moment = _request_time(request, signed)
     if stamp[:8] != date:
         raise SignatureError("InvalidSignatureException", "the credential scope date does not match the request date")
@@ -120,7 +122,7 @@ def verify(request: SignedRequest, secret_for: Callable[[str], str | None], now:
     if declared == "UNSIGNED-PAYLOAD" or (declared and declared.startswith("STREAMING-")):
         raise SignatureError("InvalidSignatureException", "unsigned payloads are not accepted")
     payload_hash = hashlib.sha256(request.body).hexdigest()
-    if declared and not hmac.compare_digest(declared, payload_hash):
+    if declared and not hmac.compare_digest(declared.encode("utf-8", "surrogateescape"), payload_hash.encode()):
         raise SignatureError("InvalidSignatureException", "X-Amz-Content-Sha256 does not match the body")
     path, _, query = request.raw_path.partition("?")
     canonical_headers = ""
@@ -133,9 +135,10 @@ def verify(request: SignedRequest, secret_for: Callable[[str], str | None], now:
         [request.method, path or "/", _canonical_query(query), canonical_headers, match["signed"], payload_hash]
     )
     scope = "/".join(scope_parts[1:])  # date/region/service/aws4_request, without the key id
-    to_sign = "\n".join([ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    canonical_hash = hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()
+    to_sign = "\n".join([ALGORITHM, stamp, scope, canonical_hash])
     expected = hmac.new(signing_key(secret, date, region, service), to_sign.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, match["signature"]):
+    if not hmac.compare_digest(expected.encode(), match["signature"].encode()):
         raise SignatureError(
             "InvalidSignatureException",
             "The request signature we calculated does not match the signature you provided.",

@@ -120,6 +120,13 @@ class TemplateRenderer:
                     await self._render(state)
 
     async def _render(self, state: _State) -> None:
+        try:
+            await self._render_one(state)
+        except Exception as exc:  # one template's failure must not stop the others or startup
+            # The class name and destination only: the message could quote rendered text.
+            log.error("template_failed", destination=state.settings.destination, error=type(exc).__name__)
+
+    async def _render_one(self, state: _State) -> None:
         settings = state.settings
         used: set[str] = set()
 

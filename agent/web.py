@@ -13,7 +13,6 @@ Health: ``/ping``, ``/healthz``, ``/readyz``; ``/metrics`` for Prometheus.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from agent.audit import AuditLog
 from agent.cache import Lookup, SecretCache
 from agent.errors import AgentError, BadRequest, Forbidden, NotFound
 from agent.events import EventListener
+from agent.log import get_logger
 from agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.metrics import Metrics
 from agent.middleware import (
@@ -40,7 +40,7 @@ from agent.middleware import (
     observe_middleware,
 )
 from agent.notify import Notifier
-from agent.policy import Policy, subject_ids
+from agent.policy import Policy, canonical_ids, subject_ids
 from agent.refresher import Refresher
 from agent.sdk import served
 from agent.templates import TemplateRenderer
@@ -69,6 +69,7 @@ class Components:
 
 
 COMPONENTS = web.AppKey("components", Components)
+log = get_logger("agent.web")
 ACCESS_DENIED = "access to this secret is denied"
 
 _READ_PARAMS = frozenset({"versionId", "versionStage", "refreshNow"})
@@ -128,18 +129,20 @@ def authorize(parts: Components, client: str, secret_id: str) -> None:
         raise Forbidden(ACCESS_DENIED)  # same body whether or not the secret exists
 
 
+def authorize_canonical(parts: Components, client: str, *, arn: str, name: str) -> None:
+    """The final decision, on the secret's own name and ARN (never on what the caller typed)."""
+    if not parts.policy.allows(client, canonical_ids(arn=arn, name=name)):
+        parts.metrics.reads.labels(client, "deny").inc()
+        raise Forbidden(ACCESS_DENIED)
+
+
 async def authorized_get(
     parts: Components, client: str, secret_id: str, selector: Selector, *, refresh: bool = False
 ) -> Lookup:
-    """Policy check, then the cache read, then (for ids the cache did not know) a check by name."""
-    known = parts.cache.resolve(secret_id) is not None
+    """Early policy check (no upstream call when denied), the cache read, then the canonical check."""
     authorize(parts, client, secret_id)
     lookup = await parts.cache.get(secret_id, selector, refresh=refresh)
-    value = lookup.value
-    if not known and not parts.policy.allows(client, subject_ids(secret_id, arn=value.arn, name=value.name)):
-        # First read by an id the cache did not know (a partial ARN): its name is only known now.
-        parts.metrics.reads.labels(client, "deny").inc()
-        raise Forbidden(ACCESS_DENIED)
+    authorize_canonical(parts, client, arn=lookup.value.arn, name=lookup.value.name)
     parts.metrics.reads.labels(client, "allow").inc()
     return lookup
 
@@ -164,8 +167,10 @@ async def sdk_endpoint(request: web.Request) -> web.Response:
             secret_id = sdk.secret_id_of(params)
             request[SECRET_ID_KEY] = secret_id
             authorize(parts, client, secret_id)
+            meta = await parts.cache.describe(secret_id)
+            authorize_canonical(parts, client, arn=meta.arn, name=meta.name)
             request[DECISION_KEY] = "allow"
-            reply = sdk.describe_json(await parts.cache.describe(secret_id))
+            reply = sdk.describe_json(meta)
     except sdk.SdkError as exc:
         return sdk.error_response(exc.code, exc.message, exc.status)
     except AgentError as exc:
@@ -318,8 +323,12 @@ def _background_ctx(parts: Components) -> Callable[[web.Application], AsyncItera
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a task that died must not stop the rest of shutdown
+                log.exception("background_task_failed", task=task.get_name())
         if parts.templates is not None:
             await parts.templates.close()
 

@@ -275,3 +275,20 @@ async def test_upstream_failure_burst_is_audited(
     assert kinds == ["upstream_failure_started", "upstream_failure_ended"]
     ended = next(r for r in records if r["type"] == "upstream_failure_ended")
     assert ended["failures"] == 1 and ended["first_error"] == "ServiceUnavailable"
+
+
+async def test_partial_arn_cannot_widen_an_allow(
+    sm: Any, moto: MotoServer, run_agent: AgentFactory, tmp_path: Path
+) -> None:
+    """allow = ["prod/db"] does not open prod/db-backup when it is asked for by partial ARN."""
+    sm.create_secret(Name="prod/db", SecretString="db")
+    backup = sm.create_secret(Name="prod/db-backup", SecretString="backup-canary")["ARN"]
+    token = token_file(tmp_path, "narrow", "narrow-token-value")
+    config = f'[[clients]]\nname = "narrow"\ntoken = "{token}"\nallow = ["prod/db"]\n'
+    partial = backup.rsplit("-", 1)[0]  # arn:...:secret:prod/db-backup
+    async with run_agent(moto.url, config=config, shared_token=False) as agent:
+        assert (await agent.get("/value/prod/db", token="narrow-token-value")).text == "db"
+        for path in (f"/v1/{partial}", f"/v1/{backup}", "/value/prod/db-backup"):
+            reply = await agent.get(path, token="narrow-token-value")
+            assert reply.status == 403, (path, reply.text)
+            assert "backup-canary" not in reply.text

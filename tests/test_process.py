@@ -236,3 +236,19 @@ async def test_sighup_reloads_tokens_and_reopens_audit(
     assert len(rotated) == 1 and len(fresh) == 2
     assert json.loads(fresh[0])["client"] == "app" and json.loads(fresh[1])["decision"] == "deny"
     assert "app-token" not in proc.output
+
+
+async def test_malformed_token_header_never_logged(moto: MotoServer, agent_process: StartProcess) -> None:
+    """A token in a header aiohttp cannot parse is not echoed into the agent's log at any level."""
+    port = free_port()
+    proc = agent_process(base_args(moto.url, port, "--log-level", "debug"))
+    await asyncio.to_thread(proc.wait_for, '"listening"')
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /v1/x HTTP/1.1\r\nHost: x\r\nX-Aws-Parameters-Secrets-Token: malformed-canary-token\x01\r\n\r\n")
+    await writer.drain()
+    await reader.read(4096)
+    writer.close()
+    await writer.wait_closed()
+    assert (await fetch(f"http://127.0.0.1:{port}/ping", token=None))[0] == 200
+    assert await asyncio.to_thread(proc.stop) == 0
+    assert "malformed-canary-token" not in proc.output
