@@ -97,6 +97,7 @@ class Metrics:
         # is hot, so resolved children are kept here (the label sets are small).
         self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._lookup_children: dict[str, Any] = {}
+        self._read_children: dict[tuple[str, str], Any] = {}
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         """Count one served request and its duration."""
@@ -106,6 +107,13 @@ class Metrics:
             self._request_children[(route, status)] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def observe_read(self, client: str, decision: str) -> None:
+        """Count one read attempt by client and policy decision."""
+        child = self._read_children.get((client, decision))
+        if child is None:
+            child = self._read_children[(client, decision)] = self.reads.labels(client, decision)
+        child.inc()
 
     def observe_upstream(self, operation: str, outcome: str, _transient: bool = False) -> None:
         """Count one upstream call."""

@@ -63,6 +63,14 @@ class Policy:
     def __init__(self, clients: Sequence[ClientSettings], policies: Sequence[SecretPolicySettings]) -> None:
         self._clients = {client.name: client for client in clients}
         self._policies = tuple(policies)
+        # The default client with no resource policy denying it may read everything:
+        # the common single-token setup skips pattern matching on the hot path.
+        denied = {name for policy in self._policies for name in policy.deny}
+        self._unrestricted = frozenset() if DEFAULT_CLIENT in denied else frozenset({DEFAULT_CLIENT})
+
+    def unrestricted(self, client: str) -> bool:
+        """True when no policy can refuse ``client`` anything."""
+        return client in self._unrestricted
 
     def allows(self, client: str, ids: Sequence[str]) -> bool:
         """True when ``client`` may read the secret known by ``ids``."""

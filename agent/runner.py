@@ -16,6 +16,7 @@ import socket
 import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvloop
 from aiohttp import web
@@ -35,7 +36,6 @@ from agent.notify import Notifier
 from agent.policy import Policy
 from agent.refresher import Refresher
 from agent.source import SecretsManagerSource
-from agent.templates import TemplateRenderer
 from agent.throttle import AttemptPacer
 from agent.types import SecretValue
 from agent.web import Components, create_app
@@ -112,7 +112,7 @@ def build_components(settings: Settings, clients: AwsClients) -> tuple[Component
         audit.upstream(operation, outcome, transient)
 
     follow_ups: set[asyncio.Task[None]] = set()
-    renderer: list[TemplateRenderer] = []  # set below, once the cache exists
+    renderer: list[Any] = []  # the TemplateRenderer, set below once the cache exists
 
     def on_rotation(value: SecretValue, old_version: str | None, how: str) -> None:
         if renderer:
@@ -140,6 +140,8 @@ def build_components(settings: Settings, clients: AwsClients) -> tuple[Component
         on_rotation=on_rotation,
     )
     if settings.templates:
+        from agent.templates import TemplateRenderer  # Jinja2 only when templates are configured
+
         renderer.append(TemplateRenderer(settings.templates, cache))
     refresher = Refresher(
         source,

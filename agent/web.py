@@ -16,7 +16,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -43,9 +43,11 @@ from agent.notify import Notifier
 from agent.policy import Policy, canonical_ids, subject_ids
 from agent.refresher import Refresher
 from agent.sdk import served
-from agent.templates import TemplateRenderer
 from agent.throttle import AttemptPacer
 from agent.types import CURRENT, Selector
+
+if TYPE_CHECKING:  # for typing only: Jinja2 is loaded only when templates are configured
+    from agent.templates import TemplateRenderer
 
 
 @dataclass
@@ -116,23 +118,28 @@ async def _read(request: web.Request, secret_id: str, params: dict[str, str]) ->
     lookup = await authorized_get(parts, request[CLIENT_KEY], secret_id, selector, refresh=_refresh_flag(params))
     request[DECISION_KEY] = "allow"
     request[CACHE_KEY] = lookup.outcome
-    request[SERVED_KEY] = [served(lookup.value, selector)]
+    if parts.audit is not None and parts.audit.enabled:
+        request[SERVED_KEY] = [served(lookup.value, selector)]
     return lookup
 
 
 def authorize(parts: Components, client: str, secret_id: str) -> None:
     """Raise Forbidden unless ``client`` may read ``secret_id``; decided without any upstream call."""
+    if parts.policy.unrestricted(client):
+        return
     arn = parts.cache.resolve(secret_id)
     ids = subject_ids(secret_id, arn=arn, name=parts.cache.name_of(arn) if arn else None)
     if not parts.policy.allows(client, ids):
-        parts.metrics.reads.labels(client, "deny").inc()
+        parts.metrics.observe_read(client, "deny")
         raise Forbidden(ACCESS_DENIED)  # same body whether or not the secret exists
 
 
 def authorize_canonical(parts: Components, client: str, *, arn: str, name: str) -> None:
     """The final decision, on the secret's own name and ARN (never on what the caller typed)."""
+    if parts.policy.unrestricted(client):
+        return
     if not parts.policy.allows(client, canonical_ids(arn=arn, name=name)):
-        parts.metrics.reads.labels(client, "deny").inc()
+        parts.metrics.observe_read(client, "deny")
         raise Forbidden(ACCESS_DENIED)
 
 
@@ -143,7 +150,7 @@ async def authorized_get(
     authorize(parts, client, secret_id)
     lookup = await parts.cache.get(secret_id, selector, refresh=refresh)
     authorize_canonical(parts, client, arn=lookup.value.arn, name=lookup.value.name)
-    parts.metrics.reads.labels(client, "allow").inc()
+    parts.metrics.observe_read(client, "allow")
     return lookup
 
 
