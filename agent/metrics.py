@@ -74,7 +74,8 @@ class Metrics:
         )
         self.auth_failures = Counter(
             "secrets_agent_auth_failures",
-            "Requests refused for identity, by reason (missing_token, wrong_token, unknown_peer).",
+            "Requests refused for identity, by reason (missing_token, wrong_token, unknown_peer, "
+            "and on the SDK endpoint unknown_key, bad_signature).",
             ["reason"],
             registry=self.registry,
         )

@@ -216,14 +216,14 @@ def guard_middleware(
             raise TooManyConnections("connection limit exceeded")
         if "X-Forwarded-For" in request.headers:
             raise BadRequest("requests with X-Forwarded-For are refused")
+        peer = peer_credentials(request.transport) if request.path not in public else None
+        if peer is not None:
+            request[PEER_KEY] = peer
         if is_sdk_request(request):
             # AWS SDKs authenticate with SigV4, verified by the handler; a SigV4
             # Authorization header is not a bearer token and the method is POST.
             return await handler(request)
         if request.path not in public:
-            peer = peer_credentials(request.transport)
-            if peer is not None:
-                request[PEER_KEY] = peer
             who = auth.identify(request.headers, peer)
             if who.client is None:
                 metrics.auth_failures.labels(who.how).inc()

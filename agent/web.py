@@ -159,7 +159,12 @@ async def sdk_endpoint(request: web.Request) -> web.Response:
     parts = request.app[COMPONENTS]
     try:
         body = await request.read()
-        client = sdk.authenticate(request, body, parts.auth.secret_for)
+        try:
+            client = sdk.authenticate(request, body, parts.auth.secret_for)
+        except sdk.SdkError as exc:
+            reason = "unknown_key" if exc.code == "UnrecognizedClientException" else "bad_signature"
+            parts.metrics.auth_failures.labels(reason).inc()
+            raise
         request[CLIENT_KEY] = client
         if not parts.rates.allow(client):
             parts.metrics.rate_limited.labels(client).inc()
