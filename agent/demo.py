@@ -70,7 +70,7 @@ async def _rotate_forever(client: Any, every: float) -> None:
 def _banner(started: Started, token_path: str, moto_url: str, rotate_seconds: float) -> str:
     host, port = started.tcp
     base = f"http://{host}:{port}"
-    header = "X-Aws-Parameters-Secrets-Token: $TOKEN"
+    header = '"X-Aws-Parameters-Secrets-Token: $TOKEN"'  # double quotes, so the shell expands $TOKEN
     lines = [
         "",
         "secrets-agent demo is running (Ctrl-C stops everything)",
@@ -81,12 +81,12 @@ def _banner(started: Started, token_path: str, moto_url: str, rotate_seconds: fl
         "",
         "Try, in another shell:",
         f"  TOKEN=$(cat {token_path})",
-        f"  curl -s -H '{header}' '{base}/secretsmanager/get?secretId={DB_SECRET}'",
-        f"  curl -s -H '{header}' {base}/v1/{API_SECRET}",
-        f"  curl -s -H '{header}' '{base}/value/{DB_SECRET}?field=password'",
-        f"  curl -s -H '{header}' {base}/value/{BINARY_SECRET} | xxd | head -2",
-        f"  curl -s --unix-socket {started.unix_socket} -H '{header}' http://localhost/value/{API_SECRET}",
-        f"  curl -s {base}/readyz; curl -s -H '{header}' {base}/metrics | grep secrets_agent_cache",
+        f"  curl -s -H {header} '{base}/secretsmanager/get?secretId={DB_SECRET}'",
+        f"  curl -s -H {header} {base}/v1/{API_SECRET}",
+        f"  curl -s -H {header} '{base}/value/{DB_SECRET}?field=password'",
+        f"  curl -s -H {header} {base}/value/{BINARY_SECRET} | xxd | head -2",
+        f"  curl -s --unix-socket {started.unix_socket} -H {header} http://localhost/value/{API_SECRET}",
+        f"  curl -s {base}/readyz; curl -s -H {header} {base}/metrics | grep secrets_agent_cache",
         "",
     ]
     return "\n".join(lines)

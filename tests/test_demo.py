@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -72,6 +73,24 @@ async def test_demo_serves_rotates_and_cleans_up() -> None:
             unix.get("http://localhost/value/demo/db?field=username") as reply,
         ):
             assert await reply.text() == "app"
+        if shutil.which("curl"):
+            # The printed lines, run as a newcomer would paste them into bash.
+            lines = output.splitlines()
+            token_line = next(line.strip() for line in lines if line.strip().startswith("TOKEN=$(cat "))
+            expected = ['"ARN"', '"VersionId"', "", "api-", "ready"]
+            curls = [line.strip() for line in lines if line.strip().startswith("curl ") and "xxd" not in line]
+            assert len(curls) == len(expected)
+            for command, needle in zip(curls, expected, strict=True):
+                result = await asyncio.to_thread(
+                    subprocess.run,
+                    ["bash", "-c", f"{token_line}; {command}"],
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                )
+                assert result.returncode == 0, (command, result.stderr)
+                assert needle in result.stdout and "__type" not in result.stdout, (command, result.stdout)
+                assert result.stdout.strip(), command
         assert _port_open(moto_port)
         process.send_signal(signal.SIGINT)
         assert await asyncio.to_thread(process.wait, 20) == 0
