@@ -285,3 +285,21 @@ async def test_previous_version_never_evicts_a_current_one() -> None:
     assert (await cache.get("b", CURRENT)).outcome == "hit"
     assert (await cache.get("a", CURRENT)).value.secret_string == "two"
     assert len(cache) == 2
+
+
+async def test_rotation_reported_once_for_concurrent_readers() -> None:
+    """Readers sharing one refresh that finds a new version report the rotation once, not once each."""
+    source = FakeSource()
+    source.add("s", "old", version="v1")
+    seen: list[tuple[str, str | None, str]] = []
+    cache = SecretCache(
+        source, ttl_seconds=300, max_entries=10, on_rotation=lambda v, old, how: seen.append((v.version_id, old, how))
+    )
+    await cache.get("s", CURRENT)
+    source.add("s", "new", version="v2")
+    source.gate = asyncio.Event()
+    readers = [asyncio.create_task(cache.get("s", CURRENT, refresh=True)) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    source.gate.set()
+    await asyncio.gather(*readers)
+    assert seen == [("v2", "v1", "refreshNow")]

@@ -242,3 +242,17 @@ async def test_javascript_sdk_through_the_agent(sm: Any, moto: Any, run_agent: A
         missing = await asyncio.to_thread(node, "app/none")
     assert found["SecretString"] == "from-javascript"
     assert missing == {"error": "ResourceNotFoundException"}
+
+
+def test_sigv4_requires_a_signed_operation() -> None:
+    """X-Amz-Target must be among the signed headers: unsigned, a request could be replayed as another operation."""
+    request = AWSRequest(
+        method="POST", url="http://127.0.0.1:2773/", data=b"{}", headers={"Content-Type": "application/x-amz-json-1.1"}
+    )
+    SigV4Auth(Credentials("app", "s3cret"), "secretsmanager", "us-east-1").add_auth(request)
+    received = CIMultiDict({k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()})
+    received["Host"] = "127.0.0.1:2773"
+    received["X-Amz-Target"] = "secretsmanager.GetSecretValue"  # added after signing
+    signed = SignedRequest("POST", "/", received, lambda name: list(received.getall(name, [])), request.body)
+    with pytest.raises(SignatureError, match="x-amz-target"):
+        verify(signed, lambda _key: "s3cret")

@@ -134,3 +134,17 @@ def test_parse_sns_wrapped() -> None:
 def test_parse_ignores_unrelated(body: str) -> None:
     """Other sources, read-only or irrelevant events and junk are not acted on."""
     assert parse_event(body) is None
+
+
+def test_undecodable_token_header_is_a_wrong_token_not_a_crash() -> None:
+    """Header bytes aiohttp kept as surrogates are compared as bytes and simply do not match."""
+    from agent.access import Authenticator
+    from agent.config import AuthSettings
+    from agent.config_access import TokenRef
+
+    auth = Authenticator(
+        AuthSettings(token=TokenRef("env:T", "env", "T", "t0ken"), headers=("X-Aws-Parameters-Secrets-Token",))
+    )
+    who = auth.identify({"X-Aws-Parameters-Secrets-Token": "t0ken\udcff"})
+    assert (who.client, who.how) == (None, "wrong_token")
+    assert auth.identify({"Authorization": "Bearer t0ken"}).client == "default"
