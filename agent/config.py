@@ -414,6 +414,9 @@ def load_settings(
         problems.append(("auth.headers", "needs at least one header name"))
     aws = AwsSettings(**values["aws"])
     _check_aws(aws, problems)
+    audit_path = values["audit"]["path"]
+    if audit_path not in (None, "-") and not Path(audit_path).parent.is_dir():
+        problems.append(("audit.path", f"directory {Path(audit_path).parent} does not exist"))
     queue = values["events"]["sqs_queue_url"]
     if queue is not None and urlparse(queue).scheme not in ("http", "https"):
         problems.append(("events.sqs_queue_url", f"expected an https:// SQS queue URL, got {queue!r}"))
