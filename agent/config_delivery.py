@@ -99,6 +99,8 @@ def parse_templates(raw: Any, problems: Problems) -> tuple[TemplateSettings, ...
             problems.append((f"{at}.source", f"template file not found: {source!r}"))
         elif contents is not None and not isinstance(contents, str):
             problems.append((f"{at}.contents", "expected a string"))
+        else:
+            _check_syntax(contents if contents is not None else Path(str(source)).read_text(), at, problems)
         perms_raw = entry.get("perms", "0600")
         try:
             perms = int(perms_raw, 8) if isinstance(perms_raw, str) else int(perms_raw)
@@ -127,6 +129,15 @@ def parse_templates(raw: Any, problems: Problems) -> tuple[TemplateSettings, ...
             )
         )
     return tuple(out)
+
+
+def _check_syntax(text: str, at: str, problems: Problems) -> None:
+    import jinja2  # only when templates are configured
+
+    try:
+        jinja2.Environment(autoescape=False).parse(text)  # noqa: S701 - config files are not HTML
+    except jinja2.TemplateSyntaxError as exc:
+        problems.append((at, f"template syntax error on line {exc.lineno}: {exc.message}"))
 
 
 def parse_exec(raw: Any, problems: Problems) -> ExecSettings:
