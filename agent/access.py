@@ -127,16 +127,15 @@ class Authenticator:
         for client in clients:
             if client.token is not None:
                 self._tokens.append((client.name, TokenSource(client.token, clock)))
+        self._by_name = dict(self._tokens)
         self._by_uid = {c.uid: c.name for c in clients if c.uid is not None}
         self._by_gid = {c.gid: c.name for c in clients if c.gid is not None}
 
     def secret_for(self, client: str) -> str | None:
         """A client's current token (the SigV4 secret access key), or None for unknown names."""
-        for name, source in self._tokens:
-            if name == client:
-                token = source.current()
-                return token.decode() if token else None
-        return None
+        source = self._by_name.get(client)
+        token = source.current() if source is not None else b""
+        return token.decode("utf-8", "surrogateescape") if token else None
 
     def reload(self) -> None:
         """Re-read every token file now (SIGHUP)."""

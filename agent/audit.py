@@ -22,8 +22,15 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from agent.log import get_logger
+from agent.types import AWSCURRENT, SecretValue, Selector
 
 log = get_logger("agent.audit")
+
+
+def served(value: SecretValue, selector: Selector) -> dict[str, Any]:
+    """The part of a read record that says what was served (never the value itself)."""
+    stage = selector.version_stage or (None if selector.version_id else AWSCURRENT)
+    return {"name": value.name, "arn": value.arn, "version_id": value.version_id, "version_stage": stage}
 
 
 def _now() -> str:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from agent.access import TokenSource
 from agent.config import Settings
 
 TIMEOUT_SECONDS = 10.0
@@ -56,10 +58,7 @@ def read_token(settings: Settings) -> str | None:
     ref = settings.auth.token
     if ref is None:
         return None
-    if ref.kind == "env":
-        return ref.value
-    with open(ref.location, encoding="utf-8") as fh:
-        return fh.read().strip()
+    return TokenSource(ref, time.monotonic).current().decode() or None
 
 
 class AgentClient:

@@ -121,26 +121,36 @@ def _id(raw: Any, key: str, problems: Problems) -> int | None:
     return None
 
 
+def table_array(
+    raw: Any, section: str, allowed: frozenset[str], problems: Problems
+) -> list[tuple[str, dict[str, Any]]]:
+    """``[[section]]`` entries as ``(key prefix, table)``, unknown keys reported; [] when absent or malformed."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        problems.append((section, f"expected [[{section}]] tables"))
+        return []
+    entries = []
+    for index, entry in enumerate(raw):
+        at = f"{section}[{index}]"
+        for unknown in sorted(set(entry) - allowed):
+            problems.append((f"{at}.{unknown}", "unknown key"))
+        entries.append((at, entry))
+    return entries
+
+
 def parse_clients(
     raw: Any, env: Mapping[str, str], problems: Problems, warnings: list[str]
 ) -> tuple[ClientSettings, ...]:
     """Validate the ``[[clients]]`` array."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
-        problems.append(("clients", "expected [[clients]] tables"))
-        return ()
     clients: list[ClientSettings] = []
     seen: set[str] = set()
-    for index, entry in enumerate(raw):
-        at = f"clients[{index}]"
-        for unknown in sorted(set(entry) - CLIENT_KEYS):
-            problems.append((f"{at}.{unknown}", "unknown key"))
+    for at, entry in table_array(raw, "clients", CLIENT_KEYS, problems):
         name = entry.get("name")
         if not isinstance(name, str) or not name:
             problems.append((f"{at}.name", "every client needs a non-empty name"))
             continue
-        at = f"clients[{index}] ({name})"
+        at = f"{at} ({name})"
         if name == DEFAULT_CLIENT:
             problems.append((f"{at}.name", "'default' is reserved for auth.token; pick another name"))
         elif name in seen:
@@ -176,16 +186,8 @@ def parse_clients(
 
 def parse_secret_policies(raw: Any, problems: Problems) -> tuple[SecretPolicySettings, ...]:
     """Validate the ``[[secret_policies]]`` array."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
-        problems.append(("secret_policies", "expected [[secret_policies]] tables"))
-        return ()
     policies = []
-    for index, entry in enumerate(raw):
-        at = f"secret_policies[{index}]"
-        for unknown in sorted(set(entry) - POLICY_KEYS):
-            problems.append((f"{at}.{unknown}", "unknown key"))
+    for at, entry in table_array(raw, "secret_policies", POLICY_KEYS, problems):
         secret = entry.get("secret")
         if not isinstance(secret, str) or not secret:
             problems.append((f"{at}.secret", "every policy needs a secret name, glob or ARN"))

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from agent.config_access import table_array
+
 TEMPLATE_KEYS = frozenset(
     {"destination", "source", "contents", "perms", "owner", "group", "command", "error_on_missing_key"}
 )
@@ -76,16 +78,8 @@ class SystemdSettings:
 
 def parse_templates(raw: Any, problems: Problems) -> tuple[TemplateSettings, ...]:
     """Validate the ``[[templates]]`` array."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
-        problems.append(("templates", "expected [[templates]] tables"))
-        return ()
     out = []
-    for index, entry in enumerate(raw):
-        at = f"templates[{index}]"
-        for unknown in sorted(set(entry) - TEMPLATE_KEYS):
-            problems.append((f"{at}.{unknown}", "unknown key"))
+    for at, entry in table_array(raw, "templates", TEMPLATE_KEYS, problems):
         destination = entry.get("destination")
         if not isinstance(destination, str) or not destination.startswith("/"):
             problems.append((f"{at}.destination", "needs an absolute file path"))

@@ -106,7 +106,6 @@ class Refresher:
         self._round_robin = 0
         self._passes = 0
         self._list_plan = "all"
-        self._names: dict[str, str] = {}  # arn -> name, for name-filtered listing
 
     # ------------------------------------------------------------------ prefetch
 
@@ -133,7 +132,6 @@ class Refresher:
         for value in result.values:
             await self._cache.put(value, CURRENT)
             self.required.add(value.arn)
-            self._names[value.arn] = value.name
         self._pending = []
         for secret_id, error in result.errors.items():
             self.failed[secret_id] = error.code
@@ -206,11 +204,6 @@ class Refresher:
         arns = self._cache.arns()
         if not arns:
             return
-        for arn in arns:
-            if arn not in self._names:
-                entries = await self._cache.entries(arn)
-                if entries:
-                    self._names[arn] = entries[0][1].value.name
         listed = await self._list(arns)
         moved: list[SecretMeta] = []
         direct = set(self._direct_checks(arns, listed))
@@ -250,7 +243,7 @@ class Refresher:
                 self._list_plan = "named"
                 log.info("list_plan_named", listed=len(metas), cached=len(wanted))
         else:
-            names = sorted({self._names[arn] for arn in arns if arn in self._names})
+            names = sorted({name for arn in arns if (name := self._cache.name_of(arn))})
             metas = []
             for start in range(0, len(names), NAME_FILTER_VALUES):
                 metas.extend(await self._source.list_secrets(names[start : start + NAME_FILTER_VALUES]))

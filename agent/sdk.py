@@ -26,7 +26,7 @@ from aiohttp import web
 
 from agent.errors import AgentError, UpstreamError
 from agent.sigv4 import SignatureError, SignedRequest, verify
-from agent.types import AWSCURRENT, SecretValue, Selector
+from agent.types import SecretValue, Selector
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "secretsmanager."
@@ -158,9 +158,3 @@ def describe_json(meta: Any) -> dict[str, Any]:
         body["NextRotationDate"] = meta.next_rotation
         body["RotationEnabled"] = True
     return body
-
-
-def served(value: SecretValue, selector: Selector) -> dict[str, Any]:
-    """What the audit record says was served."""
-    stage = selector.version_stage or (None if selector.version_id else AWSCURRENT)
-    return {"name": value.name, "arn": value.arn, "version_id": value.version_id, "version_stage": stage}

@@ -75,7 +75,6 @@ class AttemptPacer:
         self._lock = threading.Lock()
         self._throttled_until = 0.0
         self._closed = False
-        self.throttles_seen = 0
 
     @property
     def throttled(self) -> bool:
@@ -127,4 +126,3 @@ class AttemptPacer:
         """Enter (or extend) the paced state."""
         with self._lock:
             self._throttled_until = self._clock() + self.quiet_seconds
-            self.throttles_seen += 1

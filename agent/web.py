@@ -22,7 +22,7 @@ from aiohttp import web
 
 from agent import sdk
 from agent.access import Authenticator, RateLimiter
-from agent.audit import AuditLog
+from agent.audit import AuditLog, served
 from agent.cache import Lookup, SecretCache
 from agent.errors import AgentError, BadRequest, Forbidden, NotFound
 from agent.events import EventListener
@@ -42,7 +42,6 @@ from agent.middleware import (
 from agent.notify import Notifier
 from agent.policy import Policy, canonical_ids, subject_ids
 from agent.refresher import Refresher
-from agent.sdk import served
 from agent.throttle import AttemptPacer
 from agent.types import CURRENT, Selector
 

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
+
+import boto3
 
 REGION = "us-east-1"
+
+
+def moto_client(url: str, service: str = "secretsmanager") -> Any:
+    """A boto3 client for the local moto server (it accepts any credentials)."""
+    return boto3.client(
+        service, region_name=REGION, endpoint_url=url, aws_access_key_id="bench", aws_secret_access_key="bench"
+    )
 
 
 def agent_env(token: str, settings: dict[str, str]) -> dict[str, str]:

@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import boto3
 
 from agent.emulator import MotoServer, free_port
-from bench.common import REGION, agent_command, agent_env
+from bench.common import agent_command, agent_env, moto_client
 from tests.faultproxy import FaultProxy
 
 SM_OPS = ("GetSecretValue", "BatchGetSecretValue", "DescribeSecret", "ListSecrets")
@@ -181,16 +180,8 @@ async def run_policy(
 async def main_async(args: argparse.Namespace) -> list[Run]:
     runs: list[Run] = []
     with MotoServer() as moto:
-        client = boto3.client(
-            "secretsmanager",
-            region_name=REGION,
-            endpoint_url=moto.url,
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-        )
-        sqs = boto3.client(
-            "sqs", region_name=REGION, endpoint_url=moto.url, aws_access_key_id="b", aws_secret_access_key="b"
-        )
+        client = moto_client(moto.url)
+        sqs = moto_client(moto.url, "sqs")
         for n in args.sizes:
             moto.reset()
             arns = {}

@@ -30,10 +30,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-import boto3
-
 from agent.emulator import MotoServer, free_port
-from bench.common import REGION, agent_command, agent_env
+from bench.common import agent_command, agent_env, moto_client
 
 PATH = "/v1/bench/s0001"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -148,13 +146,7 @@ def main() -> int:
     results: dict[str, object] = {"secrets": args.secrets, "seconds": args.seconds, "cpus": os.cpu_count()}
     rows: list[tuple[str, int, dict[str, float]]] = []
     with MotoServer() as moto:
-        client = boto3.client(
-            "secretsmanager",
-            region_name=REGION,
-            endpoint_url=moto.url,
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-        )
+        client = moto_client(moto.url)
         payload = json.dumps({"username": "app", "password": "x" * 32, "host": "db.internal", "port": 5432})
         for i in range(args.secrets):
             client.create_secret(Name=f"bench/s{i:04d}", SecretString=payload)
