@@ -66,11 +66,23 @@ async def test_no_secret_or_token_in_logs_at_debug(
     sm.create_secret(Name="canary/bin", SecretBinary=canary.encode())
     port = free_port()
     sock = short_tmp / "a.sock"
+    rendered = short_tmp / "rendered.conf"
+    audit = short_tmp / "audit.log"
+    config = short_tmp / "agent.toml"
+    config.write_text(
+        f'[audit]\npath = "{audit}"\n'
+        f"[[templates]]\ndestination = \"{rendered}\"\ncontents = \"pw={{{{ secret('canary/json', 'password') }}}}\"\n"
+    )
     proc = agent_process(
-        base_args(moto.url, port, "--log-level", "debug", "--unix-socket", str(sock)),
+        [
+            "run",
+            "--config",
+            str(config),
+            *base_args(moto.url, port, "--log-level", "debug", "--unix-socket", str(sock))[1:],
+        ],
         {"SECRETS_AGENT_PREFETCH_SECRETS": "canary/json,canary/plain,canary/bin"},
     )
-    await asyncio.to_thread(proc.wait_for, '"prefetch_done"')
+    await asyncio.to_thread(proc.wait_for, '"template_written"')
     base = f"http://127.0.0.1:{port}"
     paths = [
         "/secretsmanager/get?secretId=canary/json",
@@ -94,11 +106,26 @@ async def test_no_secret_or_token_in_logs_at_debug(
         session.get("http://localhost/value/canary/plain", headers={"X-Aws-Parameters-Secrets-Token": TOKEN}) as reply,
     ):
         assert await reply.read() == canary.encode()
+    # The SDK route too, with a good and a bad signature.
+    import boto3
+    import botocore.exceptions
+
+    for secret_key in (TOKEN, wrong):
+        client = boto3.client(
+            "secretsmanager", region_name="us-east-1", endpoint_url=base,
+            aws_access_key_id="default", aws_secret_access_key=secret_key,
+        )  # fmt: skip
+        try:
+            await asyncio.to_thread(client.get_secret_value, SecretId="canary/json")
+        except botocore.exceptions.ClientError as exc:
+            assert exc.response["Error"]["Code"] == "InvalidSignatureException"
+    assert rendered.read_text() == f"pw={canary}"  # the template did use the value...
     assert await asyncio.to_thread(proc.stop) == 0
     output = proc.output
-    assert '"request"' in output and '"route": "value"' in output  # the request lines are there
+    assert '"request"' in output and '"route": "value"' in output and '"route": "sdk"' in output
     for needle in (canary, TOKEN, wrong):
-        assert needle not in output
+        assert needle not in output  # ...but neither the log nor the audit trail holds it
+        assert needle not in audit.read_text()
 
 
 async def test_missing_credentials_exit_3(moto: MotoServer) -> None:
