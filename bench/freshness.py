@@ -39,7 +39,7 @@ from typing import Any
 
 import aiohttp
 
-from agent.emulator import MotoServer, free_port
+from agent.dev.emulator import MotoServer, free_port
 from bench.common import agent_command, agent_env, moto_client
 from tests.faultproxy import FaultProxy
 

@@ -30,7 +30,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from agent.emulator import MotoServer, free_port
+from agent.dev.emulator import MotoServer, free_port
 from bench.common import agent_command, agent_env, moto_client
 
 PATH = "/v1/bench/s0001"

@@ -28,8 +28,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config import load_settings
-from agent.emulator import MotoServer, free_port
-from agent.runner import Started, serve
+from agent.dev.emulator import MotoServer, free_port
+from agent.server.lifecycle import Started, serve
 from tests.faultproxy import FaultProxy
 
 REGION = "us-east-1"
@@ -329,6 +329,6 @@ def run_cli(
 @pytest.fixture(scope="session", autouse=True)
 def agent_logging() -> None:
     """Configure the agent's logging uncached, so structlog.testing.capture_logs works in tests."""
-    from agent import log as agent_log
+    from agent.core import log as agent_log
 
     agent_log.configure("debug", "json", cache=False)

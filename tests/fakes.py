@@ -1,4 +1,4 @@
-"""A fake :class:`~agent.source.SecretSource` for unit tests of cache logic only."""
+"""A fake :class:`~agent.upstream.secretsmanager.SecretSource` for unit tests of cache logic only."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from agent.errors import SecretNotFound, UpstreamError
-from agent.source import BatchResult, SecretMeta
-from agent.types import AWSCURRENT, SecretValue, Selector
+from agent.core.errors import SecretNotFound, UpstreamError
+from agent.core.types import AWSCURRENT, SecretValue, Selector
+from agent.upstream.secretsmanager import BatchResult, SecretMeta
 
 ARN_PREFIX = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
 

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import ClientOSError, ClientSession, ServerDisconnectedError, web
 
-from agent.emulator import free_port
+from agent.dev.emulator import free_port
 
 Kind = Literal["error", "delay", "drop", "hang"]
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from agent.config import load_settings
-from agent.emulator import MotoServer
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
+from agent.dev.emulator import MotoServer
 from tests.conftest import TOKEN, AgentFactory, run_cli
 from tests.faultproxy import FaultProxy
 

@@ -7,10 +7,10 @@ import dataclasses
 
 import pytest
 
-from agent.cache import SecretCache
-from agent.errors import SecretNotFound, UpstreamDenied, UpstreamUnavailable
-from agent.source import SecretMeta
-from agent.types import CURRENT, Selector
+from agent.cache.store import SecretCache
+from agent.core.errors import SecretNotFound, UpstreamDenied, UpstreamUnavailable
+from agent.core.types import CURRENT, Selector
+from agent.upstream.secretsmanager import SecretMeta
 from tests.fakes import FakeSource
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_settings
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from tests.conftest import TOKEN, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent

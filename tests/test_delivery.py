@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent.emulator import MotoServer, free_port
+from agent.dev.emulator import MotoServer, free_port
 from tests.conftest import TOKEN, AgentFactory, AgentHandle, run_cli
 
 CHILD_WRITES_ENV = textwrap.dedent(

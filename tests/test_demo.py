@@ -16,7 +16,7 @@ import time
 
 import aiohttp
 
-from agent.emulator import free_port
+from agent.dev.emulator import free_port
 
 
 def _port_open(port: int) -> bool:

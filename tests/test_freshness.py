@@ -9,7 +9,7 @@ from typing import Any
 
 import boto3
 
-from agent.emulator import MotoServer
+from agent.dev.emulator import MotoServer
 from tests.conftest import REGION, AgentFactory, AgentHandle
 from tests.faultproxy import FaultProxy
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from agent.emulator import MotoServer
+from agent.dev.emulator import MotoServer
 from tests.conftest import TOKEN, AgentFactory
 
 

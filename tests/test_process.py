@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from agent.emulator import MotoServer, free_port
+from agent.dev.emulator import MotoServer, free_port
 from tests.conftest import TOKEN, AgentProcess, run_cli
 from tests.faultproxy import Fault, FaultProxy
 

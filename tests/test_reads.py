@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Any
 
-from agent.emulator import MotoServer
+from agent.dev.emulator import MotoServer
 from tests.conftest import AgentFactory
 from tests.faultproxy import FaultProxy
 

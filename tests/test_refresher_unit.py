@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from agent.cache import SecretCache
+from agent.cache.refresher import Refresher
+from agent.cache.store import SecretCache
 from agent.config import PrefetchSettings, RefreshSettings
-from agent.refresher import Refresher
-from agent.source import SecretMeta
-from agent.types import CURRENT
+from agent.core.types import CURRENT
+from agent.upstream.secretsmanager import SecretMeta
 from tests.fakes import FakeSource
 
 

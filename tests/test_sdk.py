@@ -20,7 +20,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from multidict import CIMultiDict
 
-from agent.sigv4 import SignatureError, SignedRequest, verify
+from agent.server.sigv4 import SignatureError, SignedRequest, verify
 from tests.conftest import TOKEN, AgentFactory, AgentHandle
 from tests.faultproxy import FaultProxy
 

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from agent.events import parse_event
-from agent.throttle import AttemptPacer, Backoff
+from agent.upstream.events import parse_event
+from agent.upstream.throttle import AttemptPacer, Backoff
 
 
 class FakeTime:
@@ -138,9 +138,9 @@ def test_parse_ignores_unrelated(body: str) -> None:
 
 def test_undecodable_token_header_is_a_wrong_token_not_a_crash() -> None:
     """Header bytes aiohttp kept as surrogates are compared as bytes and simply do not match."""
-    from agent.access import Authenticator
+    from agent.access.identity import Authenticator
     from agent.config import AuthSettings
-    from agent.config_access import TokenRef
+    from agent.config.access import TokenRef
 
     auth = Authenticator(
         AuthSettings(token=TokenRef("env:T", "env", "T", "t0ken"), headers=("X-Aws-Parameters-Secrets-Token",))

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from agent.emulator import MotoServer, free_port
+from agent.dev.emulator import MotoServer, free_port
 from tests.conftest import AgentFactory
 from tests.faultproxy import Fault, FaultProxy
 

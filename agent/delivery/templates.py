@@ -32,13 +32,13 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from agent.cache import SecretCache
-from agent.config_delivery import TemplateSettings
-from agent.errors import AgentError
-from agent.log import get_logger
-from agent.types import CURRENT
+from agent.cache.store import SecretCache
+from agent.config.delivery import TemplateSettings
+from agent.core.errors import AgentError
+from agent.core.log import get_logger
+from agent.core.types import CURRENT
 
-log = get_logger("agent.templates")
+log = get_logger("agent.delivery.templates")
 
 COMMAND_TIMEOUT_SECONDS = 60.0
 

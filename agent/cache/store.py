@@ -35,10 +35,10 @@ from typing import Literal
 
 from aiocache import SimpleMemoryCache
 
-from agent.errors import UpstreamError
-from agent.source import SecretMeta, SecretSource
-from agent.throttle import Backoff
-from agent.types import AWSCURRENT, AWSPREVIOUS, SecretValue, Selector, partial_arn
+from agent.core.errors import UpstreamError
+from agent.core.types import AWSCURRENT, AWSPREVIOUS, SecretValue, Selector, partial_arn
+from agent.upstream.secretsmanager import SecretMeta, SecretSource
+from agent.upstream.throttle import Backoff
 
 Outcome = Literal["hit", "miss", "refresh", "revalidated", "stale"]
 # Metrics also see "error": a lookup that ended in an upstream error.
@@ -83,7 +83,7 @@ STAGE_PREVIOUS = Selector(version_stage=AWSPREVIOUS)
 
 
 class SecretCache:
-    """In-memory secret cache in front of a :class:`~agent.source.SecretSource`."""
+    """In-memory secret cache in front of a :class:`~agent.upstream.secretsmanager.SecretSource`."""
 
     def __init__(
         self,
@@ -178,7 +178,7 @@ class SecretCache:
     async def get(self, secret_id: str, selector: Selector, *, refresh: bool = False) -> Lookup:
         """Return the value, from cache when fresh, else from upstream (single flight).
 
-        Raises :class:`~agent.errors.UpstreamError` when upstream fails and no
+        Raises :class:`~agent.core.errors.UpstreamError` when upstream fails and no
         cached value may stand in for it.
         """
         now = self._clock()

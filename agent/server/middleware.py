@@ -26,9 +26,9 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from agent.access import Authenticator, Peer, RateLimiter, peer_credentials
-from agent.audit import AuditLog
-from agent.errors import (
+from agent.access.audit import AuditLog
+from agent.access.identity import Authenticator, Peer, RateLimiter, peer_credentials
+from agent.core.errors import (
     AgentError,
     BadRequest,
     Forbidden,
@@ -37,9 +37,9 @@ from agent.errors import (
     TooManyConnections,
     TooManyRequests,
 )
-from agent.log import get_logger
-from agent.metrics import Metrics
-from agent.sdk import is_sdk_request
+from agent.core.log import get_logger
+from agent.core.metrics import Metrics
+from agent.server.sdk import is_sdk_request
 
 log = get_logger("agent.access_log")
 

@@ -26,13 +26,13 @@ from typing import Any
 import boto3
 import uvloop
 
-from agent import log as agent_log
 from agent.config import load_settings
-from agent.emulator import MotoServer
-from agent.log import get_logger
-from agent.runner import Started, serve
+from agent.core import log as agent_log
+from agent.core.log import get_logger
+from agent.dev.emulator import MotoServer
+from agent.server.lifecycle import Started, serve
 
-log = get_logger("agent.demo")
+log = get_logger("agent.dev.demo")
 
 REGION = "us-east-1"
 DB_SECRET = "demo/db"

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config import AuthSettings
-from agent.config_access import DEFAULT_CLIENT, ClientSettings, TokenRef
-from agent.log import get_logger
+from agent.config.access import DEFAULT_CLIENT, ClientSettings, TokenRef
+from agent.core.log import get_logger
 
-log = get_logger("agent.access")
+log = get_logger("agent.access.identity")
 
 FILE_CHECK_INTERVAL_SECONDS = 1.0
 _PEERCRED = struct.Struct("3i")

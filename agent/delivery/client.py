@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from agent.access import TokenSource
+from agent.access.identity import TokenSource
 from agent.config import Settings
 
 TIMEOUT_SECONDS = 10.0

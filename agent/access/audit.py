@@ -21,10 +21,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from agent.log import get_logger
-from agent.types import AWSCURRENT, SecretValue, Selector
+from agent.core.log import get_logger
+from agent.core.types import AWSCURRENT, SecretValue, Selector
 
-log = get_logger("agent.audit")
+log = get_logger("agent.access.audit")
 
 
 def served(value: SecretValue, selector: Selector) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Every boto3 call runs in a bounded thread pool (boto3 is blocking; the event
 loop must never wait on it) against one shared, thread-safe client. botocore
 exceptions stop here: :func:`translate` turns each into one of ours from
-:mod:`agent.errors`, so callers reason about ``transient`` and HTTP status,
+:mod:`agent.core.errors`, so callers reason about ``transient`` and HTTP status,
 never about botocore classes.
 """
 
@@ -25,7 +25,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from agent.errors import (
+from agent.core.errors import (
     SecretNotFound,
     UpstreamDenied,
     UpstreamError,
@@ -34,10 +34,10 @@ from agent.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from agent.log import get_logger
-from agent.types import AWSCURRENT, SecretValue, Selector
+from agent.core.log import get_logger
+from agent.core.types import AWSCURRENT, SecretValue, Selector
 
-log = get_logger("agent.source")
+log = get_logger("agent.upstream.secretsmanager")
 
 BATCH_LIMIT = 20  # BatchGetSecretValue's documented maximum SecretIdList length
 LIST_PAGE_SIZE = 100  # ListSecrets' documented maximum MaxResults

@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from agent.config_delivery import SystemdSettings
-from agent.log import get_logger
+from agent.config.delivery import SystemdSettings
+from agent.core.log import get_logger
 
-log = get_logger("agent.notify")
+log = get_logger("agent.delivery.notify")
 
 
 class Notifier:

@@ -25,11 +25,11 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
-from agent.client import AgentClient, AgentUnreachable
 from agent.config import Settings
-from agent.config_delivery import EnvRef, ExecSettings
-from agent.errors import AgentError
-from agent.log import get_logger
+from agent.config.delivery import EnvRef, ExecSettings
+from agent.core.errors import AgentError
+from agent.core.log import get_logger
+from agent.delivery.client import AgentClient, AgentUnreachable
 
 log = get_logger("agent.exec")
 
@@ -173,7 +173,7 @@ async def run_exec(settings: Settings, command: Sequence[str], spec: ExecSetting
 async def _with_embedded_agent(
     settings: Settings, command: Sequence[str], spec: ExecSettings, codes: dict[str, int], client: AgentClient
 ) -> int:
-    from agent.runner import Started, serve  # exec drives the runner, as the CLI does
+    from agent.server.lifecycle import Started, serve  # exec drives the runner, as the CLI does
 
     log.info("exec_embedded_agent")
     started: asyncio.Future[Started] = asyncio.get_running_loop().create_future()

@@ -27,7 +27,7 @@ from botocore.credentials import (
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from agent.config import AwsSettings
-from agent.errors import CredentialsError
+from agent.core.errors import CredentialsError
 
 # Upstream HTTP pool: enough for prefetch batches and concurrent misses; the
 # thread pool in source.py is sized to match.

@@ -20,16 +20,19 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from agent import sdk
-from agent.access import Authenticator, RateLimiter
-from agent.audit import AuditLog, served
-from agent.cache import Lookup, SecretCache
-from agent.errors import AgentError, BadRequest, Forbidden, NotFound
-from agent.events import EventListener
-from agent.log import get_logger
-from agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from agent.metrics import Metrics
-from agent.middleware import (
+from agent.access.audit import AuditLog, served
+from agent.access.identity import Authenticator, RateLimiter
+from agent.access.policy import Policy, canonical_ids, subject_ids
+from agent.cache.refresher import Refresher
+from agent.cache.store import Lookup, SecretCache
+from agent.core.errors import AgentError, BadRequest, Forbidden, NotFound
+from agent.core.log import get_logger
+from agent.core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from agent.core.metrics import Metrics
+from agent.core.types import CURRENT, Selector
+from agent.delivery.notify import Notifier
+from agent.server import sdk
+from agent.server.middleware import (
     CACHE_KEY,
     CLIENT_KEY,
     DECISION_KEY,
@@ -39,14 +42,11 @@ from agent.middleware import (
     guard_middleware,
     observe_middleware,
 )
-from agent.notify import Notifier
-from agent.policy import Policy, canonical_ids, subject_ids
-from agent.refresher import Refresher
-from agent.throttle import AttemptPacer
-from agent.types import CURRENT, Selector
+from agent.upstream.events import EventListener
+from agent.upstream.throttle import AttemptPacer
 
 if TYPE_CHECKING:  # for typing only: Jinja2 is loaded only when templates are configured
-    from agent.templates import TemplateRenderer
+    from agent.delivery.templates import TemplateRenderer
 
 
 @dataclass
@@ -70,7 +70,7 @@ class Components:
 
 
 COMPONENTS = web.AppKey("components", Components)
-log = get_logger("agent.web")
+log = get_logger("agent.server.app")
 ACCESS_DENIED = "access to this secret is denied"
 
 _READ_PARAMS = frozenset({"versionId", "versionStage", "refreshNow"})
@@ -154,7 +154,7 @@ async def authorized_get(
 
 
 async def sdk_endpoint(request: web.Request) -> web.Response:
-    """``POST /``: the Secrets Manager JSON protocol for unchanged AWS SDKs (see :mod:`agent.sdk`)."""
+    """``POST /``: the Secrets Manager JSON protocol for unchanged AWS SDKs (see :mod:`agent.server.sdk`)."""
     parts = request.app[COMPONENTS]
     try:
         body = await request.read()

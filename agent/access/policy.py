@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from fnmatch import fnmatchcase
 
-from agent.config_access import DEFAULT_CLIENT, ClientSettings, SecretPolicySettings
-from agent.types import looks_like_arn, partial_arn
+from agent.config.access import DEFAULT_CLIENT, ClientSettings, SecretPolicySettings
+from agent.core.types import looks_like_arn, partial_arn
 
 
 def subject_ids(secret_id: str, *, arn: str | None = None, name: str | None = None) -> tuple[str, ...]:

@@ -22,25 +22,25 @@ import uvloop
 from aiohttp import web
 
 from agent import __version__
-from agent.access import Authenticator, RateLimiter
-from agent.audit import AuditLog
-from agent.aws import MAX_POOL_CONNECTIONS, AwsClients, build_clients, caller_identity
-from agent.cache import SecretCache
+from agent.access.audit import AuditLog
+from agent.access.identity import Authenticator, RateLimiter
+from agent.access.policy import Policy
+from agent.cache.refresher import Refresher
+from agent.cache.store import SecretCache
 from agent.config import Settings
-from agent.errors import AgentError
-from agent.events import EventListener
-from agent.log import get_logger
-from agent.metrics import Metrics
-from agent.middleware import ConnectionLimiter
-from agent.notify import Notifier
-from agent.policy import Policy
-from agent.refresher import Refresher
-from agent.source import SecretsManagerSource
-from agent.throttle import AttemptPacer
-from agent.types import SecretValue
-from agent.web import Components, create_app
+from agent.core.errors import AgentError
+from agent.core.log import get_logger
+from agent.core.metrics import Metrics
+from agent.core.types import SecretValue
+from agent.delivery.notify import Notifier
+from agent.server.app import Components, create_app
+from agent.server.middleware import ConnectionLimiter
+from agent.upstream.events import EventListener
+from agent.upstream.secretsmanager import SecretsManagerSource
+from agent.upstream.session import MAX_POOL_CONNECTIONS, AwsClients, build_clients, caller_identity
+from agent.upstream.throttle import AttemptPacer
 
-log = get_logger("agent.runner")
+log = get_logger("agent.server.lifecycle")
 
 SHUTDOWN_GRACE_SECONDS = 10.0
 KEEPALIVE_TIMEOUT_SECONDS = 75.0
@@ -140,7 +140,7 @@ def build_components(settings: Settings, clients: AwsClients) -> tuple[Component
         on_rotation=on_rotation,
     )
     if settings.templates:
-        from agent.templates import TemplateRenderer  # Jinja2 only when templates are configured
+        from agent.delivery.templates import TemplateRenderer  # Jinja2 only when templates are configured
 
         renderer.append(TemplateRenderer(settings.templates, cache))
     refresher = Refresher(

@@ -24,13 +24,13 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from agent.errors import UpstreamError
-from agent.log import get_logger
-from agent.metrics import Metrics
-from agent.source import translate
-from agent.throttle import Backoff
+from agent.core.errors import UpstreamError
+from agent.core.log import get_logger
+from agent.core.metrics import Metrics
+from agent.upstream.secretsmanager import translate
+from agent.upstream.throttle import Backoff
 
-log = get_logger("agent.events")
+log = get_logger("agent.upstream.events")
 
 RELEVANT_EVENTS = frozenset(
     {

@@ -47,16 +47,16 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from agent.cache import STAGE_CURRENT, RotationHook, SecretCache
+from agent.cache.store import STAGE_CURRENT, RotationHook, SecretCache
 from agent.config import PrefetchSettings, RefreshSettings
-from agent.errors import UpstreamError, UpstreamRejected
-from agent.log import get_logger
-from agent.metrics import Metrics
-from agent.source import SecretMeta, SecretSource
-from agent.throttle import Backoff
-from agent.types import CURRENT, SecretValue, looks_like_arn, partial_arn
+from agent.core.errors import UpstreamError, UpstreamRejected
+from agent.core.log import get_logger
+from agent.core.metrics import Metrics
+from agent.core.types import CURRENT, SecretValue, looks_like_arn, partial_arn
+from agent.upstream.secretsmanager import SecretMeta, SecretSource
+from agent.upstream.throttle import Backoff
 
-log = get_logger("agent.refresher")
+log = get_logger("agent.cache.refresher")
 
 JITTER = 0.10
 ROTATION_WINDOW_SECONDS = 900.0

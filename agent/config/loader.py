@@ -5,7 +5,7 @@ other component receives a frozen :class:`Settings`.
 
 Each key is declared once in :data:`SCHEMA` with its type, default and allowed
 range. Loading collects *every* problem (unknown key, wrong type, out of range,
-unusable token source) and raises one :class:`~agent.errors.ConfigError`
+unusable token source) and raises one :class:`~agent.core.errors.ConfigError`
 naming them all, so a user fixes a file in one pass rather than one error per
 restart.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from agent.config_access import (
+from agent.config.access import (
     DEFAULT_CLIENT,
     ClientSettings,
     SecretPolicySettings,
@@ -31,7 +31,7 @@ from agent.config_access import (
     parse_secret_policies,
     resolve_token,
 )
-from agent.config_delivery import (
+from agent.config.delivery import (
     ExecSettings,
     SystemdSettings,
     TemplateSettings,
@@ -39,7 +39,7 @@ from agent.config_delivery import (
     parse_templates,
     systemd_from_env,
 )
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 ENV_PREFIX = "SECRETS_AGENT_"
 ENV_CONFIG_PATH = "SECRETS_AGENT_CONFIG"

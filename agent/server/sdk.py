@@ -3,7 +3,7 @@
 An app sets ``AWS_ENDPOINT_URL_SECRETS_MANAGER=http://127.0.0.1:2773``, its
 client name as ``AWS_ACCESS_KEY_ID`` and its token as ``AWS_SECRET_ACCESS_KEY``;
 its SDK signs requests with SigV4 as it always does, and the agent verifies
-them (:mod:`agent.sigv4`). Reads are served from the cache with the same
+them (:mod:`agent.server.sigv4`). Reads are served from the cache with the same
 policies, rate limits, audit and metrics as the HTTP API:
 
 - ``GetSecretValue`` (SecretId, VersionId, VersionStage);
@@ -24,9 +24,9 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.errors import AgentError, UpstreamError
-from agent.sigv4 import SignatureError, SignedRequest, verify
-from agent.types import SecretValue, Selector
+from agent.core.errors import AgentError, UpstreamError
+from agent.core.types import SecretValue, Selector
+from agent.server.sigv4 import SignatureError, SignedRequest, verify
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "secretsmanager."
@@ -147,7 +147,7 @@ def secret_id_of(params: dict[str, Any], key: str = "SecretId") -> str:
 
 
 def describe_json(meta: Any) -> dict[str, Any]:
-    """DescribeSecret's response shape from a :class:`~agent.source.SecretMeta`."""
+    """DescribeSecret's response shape from a :class:`~agent.upstream.secretsmanager.SecretMeta`."""
     body: dict[str, Any] = {
         "ARN": meta.arn,
         "Name": meta.name,

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from types import TracebackType
 
-from agent.errors import AgentError
+from agent.core.errors import AgentError
 
 START_TIMEOUT_SECONDS = 30.0
 

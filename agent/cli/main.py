@@ -30,13 +30,13 @@ from typing import Any
 
 import uvloop
 
-from agent import log as agent_log
-from agent.audit import summarize
-from agent.client import AgentClient, AgentUnreachable, Reply
+from agent.access.audit import summarize
+from agent.access.policy import unused_patterns
 from agent.config import Settings, load_settings
-from agent.config_delivery import EnvRef
-from agent.errors import AgentError, ConfigError, CredentialsError
-from agent.policy import unused_patterns
+from agent.config.delivery import EnvRef
+from agent.core import log as agent_log
+from agent.core.errors import AgentError, ConfigError, CredentialsError
+from agent.delivery.client import AgentClient, AgentUnreachable, Reply
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -190,7 +190,7 @@ def _wait(args: argparse.Namespace) -> int:
 
 
 def _exec(args: argparse.Namespace) -> int:
-    from agent.execmode import ResolveError, run_exec
+    from agent.delivery.supervisor import ResolveError, run_exec
 
     settings = _settings(args)
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
@@ -239,7 +239,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agent.runner import run  # imported late: check-config must not need uvloop/boto3 set up
+    from agent.server.lifecycle import run  # imported late: check-config must not need uvloop/boto3 set up
 
     settings = _settings(args)
     agent_log.configure(settings.log.level, settings.log.format)
@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "exec":
             return _exec(args)
         if command == "demo":
-            from agent.demo import run_demo
+            from agent.dev.demo import run_demo
 
             return run_demo(port=args.port, rotate_seconds=args.rotate_seconds)
         return _run(args)
@@ -277,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"secrets-agent: AWS credentials: {exc}", file=sys.stderr)
         return EXIT_CREDENTIALS
     except AgentError as exc:
-        from agent.runner import ListenerError
+        from agent.server.lifecycle import ListenerError
 
         print(f"secrets-agent: {exc}", file=sys.stderr)
         return EXIT_LISTENER if isinstance(exc, ListenerError) else EXIT_FAILURE

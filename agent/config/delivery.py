@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.config_access import table_array
+from agent.config.access import table_array
 
 TEMPLATE_KEYS = frozenset(
     {"destination", "source", "contents", "perms", "owner", "group", "command", "error_on_missing_key"}

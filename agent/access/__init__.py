@@ -1,0 +1,1 @@
+"""Who is calling and what they may read: identities, policies, and the audit trail."""

@@ -1,0 +1,1 @@
+"""The secret cache and what keeps it fresh (prefetch, change detection, rotation)."""
