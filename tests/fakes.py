@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from agent.core.errors import SecretNotFound, UpstreamError
 from agent.core.types import AWSCURRENT, SecretValue, Selector
-from agent.upstream.secretsmanager import BatchResult, SecretMeta
+from agent.upstream.source import BatchResult, SecretMeta
 
 ARN_PREFIX = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
 

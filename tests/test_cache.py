@@ -10,7 +10,7 @@ import pytest
 from agent.cache.store import SecretCache
 from agent.core.errors import SecretNotFound, UpstreamDenied, UpstreamUnavailable
 from agent.core.types import CURRENT, Selector
-from agent.upstream.secretsmanager import SecretMeta
+from agent.upstream.source import SecretMeta
 from tests.fakes import FakeSource
 
 
@@ -23,7 +23,9 @@ class Clock:
 
 
 def make(source: FakeSource, *, ttl: float = 300, max_entries: int = 100, clock: Clock | None = None) -> SecretCache:
-    return SecretCache(source, ttl_seconds=ttl, max_entries=max_entries, clock=clock or Clock())
+    return SecretCache(
+        source, ttl_seconds=ttl, max_entries=max_entries, max_stale_seconds=86_400, clock=clock or Clock()
+    )
 
 
 async def test_name_arn_and_partial_arn_share_one_entry() -> None:
@@ -292,9 +294,8 @@ async def test_rotation_reported_once_for_concurrent_readers() -> None:
     source = FakeSource()
     source.add("s", "old", version="v1")
     seen: list[tuple[str, str | None, str]] = []
-    cache = SecretCache(
-        source, ttl_seconds=300, max_entries=10, on_rotation=lambda v, old, how: seen.append((v.version_id, old, how))
-    )
+    cache = SecretCache(source, ttl_seconds=300, max_entries=10, max_stale_seconds=86_400)
+    cache.rotations.subscribe(lambda r: seen.append((r.value.version_id, r.old_version, r.how)))
     await cache.get("s", CURRENT)
     source.add("s", "new", version="v2")
     source.gate = asyncio.Event()

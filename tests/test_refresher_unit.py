@@ -9,14 +9,16 @@ from agent.cache.refresher import Refresher
 from agent.cache.store import SecretCache
 from agent.config import PrefetchSettings, RefreshSettings
 from agent.core.types import CURRENT
-from agent.upstream.secretsmanager import SecretMeta
+from agent.upstream.source import SecretMeta
 from tests.fakes import FakeSource
 
 
 def build(source: FakeSource, names: list[str]) -> tuple[SecretCache, Refresher]:
-    cache = SecretCache(source, ttl_seconds=300, max_entries=1000)
+    cache = SecretCache(source, ttl_seconds=300, max_entries=1000, max_stale_seconds=86_400)
     prefetch = PrefetchSettings(secrets=tuple(names), name_prefixes=(), tags=())
-    refresher = Refresher(source, cache, prefetch, RefreshSettings(mode="poll", interval_seconds=30))
+    refresher = Refresher(
+        source, cache, prefetch, RefreshSettings(mode="poll", interval_seconds=30), max_stale_seconds=86_400
+    )
     return cache, refresher
 
 

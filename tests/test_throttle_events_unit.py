@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from agent.core.errors import UpstreamClosed
 from agent.upstream.events import parse_event
 from agent.upstream.throttle import AttemptPacer, Backoff
 
@@ -86,7 +87,7 @@ def test_pacer_refuses_after_close() -> None:
     """After close() no attempt is sent (retries of calls still running included)."""
     pacer = AttemptPacer()
     pacer.close()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(UpstreamClosed):
         pacer._before_send()
 
 

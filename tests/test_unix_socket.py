@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from agent.core.errors import ListenerError
 from agent.dev.emulator import MotoServer
-from agent.server.lifecycle import ListenerError
 from tests.conftest import AgentFactory
 
 

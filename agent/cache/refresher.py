@@ -47,13 +47,14 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from agent.cache.store import STAGE_CURRENT, RotationHook, SecretCache
+from agent.cache.rotations import How, Rotation
+from agent.cache.store import STAGE_CURRENT, SecretCache
 from agent.config import PrefetchSettings, RefreshSettings
 from agent.core.errors import UpstreamError, UpstreamRejected
 from agent.core.log import get_logger
 from agent.core.metrics import Metrics
 from agent.core.types import CURRENT, SecretValue, looks_like_arn, partial_arn
-from agent.upstream.secretsmanager import SecretMeta, SecretSource
+from agent.upstream.source import LIST_PAGE_SIZE, NAME_FILTER_VALUES, SecretMeta, SecretSource
 from agent.upstream.throttle import Backoff
 
 log = get_logger("agent.cache.refresher")
@@ -61,8 +62,6 @@ log = get_logger("agent.cache.refresher")
 JITTER = 0.10
 ROTATION_WINDOW_SECONDS = 900.0
 ROUND_ROBIN_EVERY = 4  # passes between round-robin DescribeSecret checks
-NAME_FILTER_VALUES = 10  # ListSecrets accepts at most 10 values per filter
-LIST_PAGE = 100
 
 
 def matches(meta: SecretMeta, prefixes: Sequence[str], tags: Sequence[tuple[str, str | None]]) -> bool:
@@ -80,11 +79,10 @@ class Refresher:
         source: SecretSource,
         cache: SecretCache,
         settings: PrefetchSettings,
-        refresh: RefreshSettings | None = None,
+        refresh: RefreshSettings,
         *,
-        max_stale_seconds: float = 86_400,
+        max_stale_seconds: float,
         metrics: Metrics | None = None,
-        on_rotation: RotationHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -92,10 +90,9 @@ class Refresher:
         self._source = source
         self._cache = cache
         self._settings = settings
-        self._refresh = refresh or RefreshSettings(mode="poll", interval_seconds=30)
+        self._refresh = refresh
         self._max_stale = max_stale_seconds
         self._metrics = metrics
-        self._on_rotation = on_rotation
         self._clock = clock
         self._wall = wall_clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -238,7 +235,7 @@ class Refresher:
         wanted = set(arns)
         if self._list_plan == "all":
             metas = await self._source.list_secrets(until=lambda seen: wanted <= seen.keys())
-            pages = math.ceil(len(metas) / LIST_PAGE)
+            pages = math.ceil(len(metas) / LIST_PAGE_SIZE)
             if pages > math.ceil(len(wanted) / NAME_FILTER_VALUES):
                 self._list_plan = "named"
                 log.info("list_plan_named", listed=len(metas), cached=len(wanted))
@@ -291,7 +288,7 @@ class Refresher:
         current = await self._cache.peek(meta.arn, STAGE_CURRENT)
         return current is not None and meta.current_version not in (None, current.value.version_id)
 
-    async def _reread(self, moved: Sequence[SecretMeta], *, how: str) -> None:
+    async def _reread(self, moved: Sequence[SecretMeta], *, how: How) -> None:
         """Fetch the new AWSCURRENT of each moved secret and install it."""
         if not moved:
             return
@@ -316,8 +313,7 @@ class Refresher:
                     continue
                 meta = fresh
             old = await self._cache.rotate(meta, value)
-            if self._on_rotation is not None:
-                self._on_rotation(value, old, how)
+            self._cache.rotations.publish(Rotation(value, old, how))
         # Values that did arrive are installed first; then hard failures are recorded
         # and a transient one fails the pass (to be retried) without undoing the rest.
         transient = [error for error in errors.values() if error.transient]
@@ -329,7 +325,7 @@ class Refresher:
 
     # ------------------------------------------------------------------ events
 
-    async def refresh_secret(self, secret_ref: str, *, how: str) -> bool:
+    async def refresh_secret(self, secret_ref: str, *, how: How) -> bool:
         """Refresh one cached secret now (an event named it). False if it is not cached."""
         # An event may carry the full ARN while the cache knows the name or partial ARN.
         arn = self._cache.resolve(secret_ref)

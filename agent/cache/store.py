@@ -35,16 +35,15 @@ from typing import Literal
 
 from aiocache import SimpleMemoryCache
 
+from agent.cache.rotations import Rotation, RotationFeed
 from agent.core.errors import UpstreamError
 from agent.core.types import AWSCURRENT, AWSPREVIOUS, SecretValue, Selector, partial_arn
-from agent.upstream.secretsmanager import SecretMeta, SecretSource
+from agent.upstream.source import SecretMeta, SecretSource
 from agent.upstream.throttle import Backoff
 
 Outcome = Literal["hit", "miss", "refresh", "revalidated", "stale"]
 # Metrics also see "error": a lookup that ended in an upstream error.
 LookupObserver = Callable[[str], None]
-# (new value, version it replaced, how it was learned: poll, event, read, refreshNow)
-RotationHook = Callable[[SecretValue, str | None, str], None]
 READ_BACKOFF_BASE_SECONDS = 1.0
 READ_BACKOFF_CAP_SECONDS = 60.0
 
@@ -91,13 +90,13 @@ class SecretCache:
         *,
         ttl_seconds: float,
         max_entries: int,
-        max_stale_seconds: float = 86_400,
+        max_stale_seconds: float,
+        rotations: RotationFeed | None = None,
         clock: Callable[[], float] = time.monotonic,
         observe: LookupObserver | None = None,
-        on_rotation: RotationHook | None = None,
     ) -> None:
         self._source = source
-        self._on_rotation = on_rotation
+        self.rotations = rotations or RotationFeed()
         self._ttl = ttl_seconds
         self._max = max_entries
         self._max_stale = max_stale_seconds
@@ -256,8 +255,8 @@ class SecretCache:
         await self.put(value, selector, asked_as=secret_id)
         # Inside the flight: reported once however many readers shared it.
         moved = previous is not None and selector.version_id is None and value.version_id != previous
-        if moved and self._on_rotation is not None:
-            self._on_rotation(value, previous, "refreshNow" if outcome == "refresh" else "read")
+        if moved:
+            self.rotations.publish(Rotation(value, previous, "refreshNow" if outcome == "refresh" else "read"))
         return value, outcome
 
     async def _revalidate(self, secret_id: str, selector: Selector, entry: Entry) -> tuple[SecretValue, Outcome]:

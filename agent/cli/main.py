@@ -1,21 +1,7 @@
 """Command line: ``secrets-agent {run,check-config,demo,audit,get,wait,exec}``.
 
-Exit codes scripts can rely on:
-
-====  =====================================================
-0     clean exit (or configuration valid, secret printed, agent ready)
-1     unexpected failure
-2     invalid configuration or usage (every problem listed)
-3     run: AWS credentials missing or rejected
-4     run: a listener could not be opened (port taken, socket in use)
-10    get/wait/exec: secret not found (or JSON field absent)
-11    get/wait/exec: access denied (token or policy)
-12    get/wait/exec: agent unreachable
-13    get/wait/exec: other error reported by the agent (upstream, bad request)
-14    wait: timed out before the agent was ready
-====  =====================================================
-
-``exec`` otherwise exits with its child's exit code.
+Each subcommand raises the agent's errors; :func:`main` turns them into exit
+codes through the one table in :mod:`agent.cli.exit_codes`.
 """
 
 from __future__ import annotations
@@ -32,28 +18,23 @@ import uvloop
 
 from agent.access.audit import summarize
 from agent.access.policy import unused_patterns
-from agent.config import Settings, load_settings
-from agent.config.delivery import EnvRef
+from agent.cli.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exit_code
+from agent.config import EnvRef, Settings, load_settings
+from agent.config.loader import CALLER_TOKEN_FILE
 from agent.core import log as agent_log
-from agent.core.errors import AgentError, ConfigError, CredentialsError
-from agent.delivery.client import AgentClient, AgentUnreachable, Reply
+from agent.core.errors import (
+    AgentError,
+    AgentUnreachable,
+    CredentialsError,
+    ReadDenied,
+    ReadFailed,
+    ReadNotFound,
+    WaitTimedOut,
+)
+from agent.delivery.client import AgentClient
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
-EXIT_CREDENTIALS = 3
-EXIT_LISTENER = 4
-EXIT_NOT_FOUND = 10
-EXIT_DENIED = 11
-EXIT_UNREACHABLE = 12
-EXIT_AGENT_ERROR = 13
-EXIT_TIMEOUT = 14
-CLIENT_CODES = {
-    "not_found": EXIT_NOT_FOUND,
-    "denied": EXIT_DENIED,
-    "unreachable": EXIT_UNREACHABLE,
-    "error": EXIT_AGENT_ERROR,
-}
+WAIT_POLL_SECONDS = 0.2
+WAIT_REQUEST_TIMEOUT_SECONDS = 2.0
 
 # CLI flag → dotted config key. CLI beats env beats file beats defaults.
 _FLAG_KEYS = {
@@ -65,6 +46,9 @@ _FLAG_KEYS = {
     "role_arn": "aws.role_arn",
     "log_level": "log.level",
     "log_format": "log.format",
+    "token_file": CALLER_TOKEN_FILE,
+    "on_change": "exec.on_change",
+    "signal": "exec.signal",
 }
 
 
@@ -78,6 +62,15 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--role-arn", metavar="ARN", help="IAM role to assume (aws.role_arn)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", choices=["json", "console"])
+
+
+def _add_caller_flags(parser: argparse.ArgumentParser) -> None:
+    _add_config_flags(parser)
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="a client's token to present (or SECRETS_AGENT_TOKEN); default: the shared auth.token",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,27 +90,27 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="summarise an audit file: reads per client and secret, denials, rotations")
     audit.add_argument("file", help="audit file ([audit] path)")
     get = sub.add_parser("get", help="print one secret's value, read through the running agent")
-    _add_config_flags(get)
+    _add_caller_flags(get)
     get.add_argument("secret_id", metavar="ID")
     get.add_argument("--field", help="one key of a JSON secret")
     get.add_argument("--stage", help="version stage (default AWSCURRENT)")
     wait = sub.add_parser("wait", help="block until the agent is ready (and the named secrets are cached)")
-    _add_config_flags(wait)
+    _add_caller_flags(wait)
     wait.add_argument("--secrets", default="", help="comma-separated ids that must be readable")
     wait.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
     execute = sub.add_parser("exec", help="run a command with secrets in its environment")
-    _add_config_flags(execute)
+    _add_caller_flags(execute)
     execute.add_argument(
         "--env", action="append", default=[], metavar="NAME=ID[#FIELD]", help="repeatable; adds to [exec] env"
     )
     execute.add_argument("--on-change", choices=["restart", "signal", "none"], help="on rotation (default restart)")
-    execute.add_argument("--signal", help="signal for --on-change signal (default SIGHUP)")
+    execute.add_argument("--signal", help="signal for --on-change signal (default SIGHUP; exec.signal)")
     execute.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command and its arguments")
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items()}
+    overrides: dict[str, Any] = {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items() if hasattr(args, flag)}
     return load_settings(args.config, overrides=overrides, stdout_is_tty=sys.stdout.isatty())
 
 
@@ -138,84 +131,56 @@ def _audit_summary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _client_exit(reply: Reply) -> int:
-    if reply.status == 404:
-        return EXIT_NOT_FOUND
-    if reply.status == 403:
-        return EXIT_DENIED
-    return EXIT_AGENT_ERROR
-
-
 def _get(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    try:
-        reply = AgentClient(settings).value(args.secret_id, field=args.field, stage=args.stage)
-    except AgentUnreachable as exc:
-        print(f"secrets-agent: agent unreachable: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    if reply.status != 200:
-        print(f"secrets-agent: {reply.status} {reply.error_type()}", file=sys.stderr)
-        return _client_exit(reply)
+    reply = AgentClient(_settings(args)).value(args.secret_id, field=args.field, stage=args.stage)
+    reply.raise_for_status(repr(args.secret_id))
     sys.stdout.buffer.write(reply.body)
     sys.stdout.buffer.flush()
     return EXIT_OK
 
 
 def _wait(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    client = AgentClient(settings, timeout=2.0)
+    client = AgentClient(_settings(args), timeout=WAIT_REQUEST_TIMEOUT_SECONDS)
     wanted = [part.strip() for part in args.secrets.split(",") if part.strip()]
     deadline = time.monotonic() + args.timeout
-    last = EXIT_UNREACHABLE
+    last: ReadFailed = AgentUnreachable("nothing answered")
     while True:
         try:
             if client.get("/readyz").status == 200:
-                last = EXIT_OK
                 for secret_id in wanted:
-                    reply = client.value(secret_id)
-                    if reply.status != 200:
-                        last = _client_exit(reply)
-                        break
-                if last == EXIT_OK:
-                    return EXIT_OK
-                if last in (EXIT_NOT_FOUND, EXIT_DENIED):
-                    print(f"secrets-agent: cannot read {secret_id!r}", file=sys.stderr)
-                    return last
-        except AgentUnreachable:
-            last = EXIT_UNREACHABLE
+                    client.value(secret_id).raise_for_status(f"cannot read {secret_id!r}")
+                return EXIT_OK
+            last = WaitTimedOut("the agent is not ready")
+        except (ReadNotFound, ReadDenied):
+            raise  # waiting longer will not change the answer
+        except ReadFailed as exc:  # unreachable, or a transient error: try again
+            last = exc
         if time.monotonic() >= deadline:
-            print("secrets-agent: timed out waiting for the agent", file=sys.stderr)
-            return EXIT_TIMEOUT if last != EXIT_UNREACHABLE else EXIT_UNREACHABLE
-        time.sleep(0.2)
+            if isinstance(last, AgentUnreachable):
+                raise last
+            raise WaitTimedOut(f"timed out waiting for the agent ({last.message})")
+        time.sleep(WAIT_POLL_SECONDS)
 
 
 def _exec(args: argparse.Namespace) -> int:
-    from agent.delivery.supervisor import ResolveError, run_exec
+    from agent.cli.embedded import embedded_agent
+    from agent.delivery.supervisor import run_exec
 
     settings = _settings(args)
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     command = argv or list(settings.exec.command)
     if not command:
         print("secrets-agent: exec needs a command: secrets-agent exec --env NAME=ID -- cmd args", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_USAGE
     try:
         extra = tuple(EnvRef.parse(text) for text in args.env)
     except ValueError as exc:
         print(f"secrets-agent: --env: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    spec = dataclasses.replace(
-        settings.exec,
-        env=settings.exec.env + extra,
-        on_change=args.on_change or settings.exec.on_change,
-        signal=args.signal or settings.exec.signal,
-    )
+        return EXIT_USAGE
+    spec = dataclasses.replace(settings.exec, env=settings.exec.env + extra)
     agent_log.configure(settings.log.level, settings.log.format, stream=sys.stderr)
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(run_exec(settings, command, spec, CLIENT_CODES))
-    except ResolveError as exc:
-        print(f"secrets-agent: {exc}", file=sys.stderr)
-        return exc.exit_code
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(run_exec(settings, command, spec, embedded_agent))
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -247,10 +212,13 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+COMMANDS = ("run", "check-config", "demo", "audit", "get", "wait", "exec")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``secrets-agent`` and ``python -m agent``; returns the exit code."""
     words = list(sys.argv[1:] if argv is None else argv)
-    if not words or words[0] not in ("run", "check-config", "demo", "audit", "get", "wait", "exec", "-h", "--help"):
+    if not words or words[0] not in (*COMMANDS, "-h", "--help"):
         words.insert(0, "run")  # `secrets-agent --config F` means `secrets-agent run --config F`
     args = build_parser().parse_args(words)
     command = args.command
@@ -270,19 +238,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(port=args.port, rotate_seconds=args.rotate_seconds)
         return _run(args)
-    except ConfigError as exc:
-        print(f"secrets-agent: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except CredentialsError as exc:
-        print(f"secrets-agent: AWS credentials: {exc}", file=sys.stderr)
-        return EXIT_CREDENTIALS
     except AgentError as exc:
-        from agent.server.lifecycle import ListenerError
-
-        print(f"secrets-agent: {exc}", file=sys.stderr)
-        return EXIT_LISTENER if isinstance(exc, ListenerError) else EXIT_FAILURE
+        print(f"secrets-agent: {_describe(exc)}", file=sys.stderr)
+        return exit_code(exc)
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _describe(error: AgentError) -> str:
+    """The one-line (or, for configuration, one-line-per-problem) message for stderr."""
+    if isinstance(error, CredentialsError):
+        return f"AWS credentials: {error}"
+    if isinstance(error, AgentUnreachable):
+        return f"agent unreachable: {error}"
+    return str(error)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,8 +1,7 @@
 """Settings for who may call: token sources, ``[[clients]]`` and ``[[secret_policies]]``.
 
-Part of configuration (only ``config.py`` calls in here); split out because
-arrays of tables validate differently from the flat ``[section] key`` schema.
-Every problem names its key as ``clients[1].uid`` or ``secret_policies[0].readers``.
+Part of the config package (the loader calls in here). Every problem names its
+key as ``clients[1].uid`` or ``secret_policies[0].readers``.
 """
 
 from __future__ import annotations
@@ -13,11 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agent.config.kinds import Problems, check, number, optional, string_list, table_array, uid_or_gid
+
 TOKEN_FILE_MAX_MODE = 0o640
 DEFAULT_CLIENT = "default"
 CLIENT_KEYS = frozenset({"name", "token", "uid", "gid", "allow", "deny", "rate_per_second"})
 POLICY_KEYS = frozenset({"secret", "readers", "deny"})
-Problems = list[tuple[str, str]]
+_RATE = optional(number(1e-3, 1e9))
+_PATTERNS = optional(string_list)
 
 _TOKEN_HOWTO = (
     'provide a token with auth.token = "env:NAME" (and export NAME) or '
@@ -101,44 +103,6 @@ def resolve_token(
     return None
 
 
-def _str_list(raw: Any, key: str, problems: Problems) -> tuple[str, ...]:
-    if raw is None:
-        return ()
-    if isinstance(raw, str):
-        return (raw,)
-    if isinstance(raw, list) and all(isinstance(item, str) and item for item in raw):
-        return tuple(raw)
-    problems.append((key, f"expected a list of non-empty strings, got {raw!r}"))
-    return ()
-
-
-def _id(raw: Any, key: str, problems: Problems) -> int | None:
-    if raw is None:
-        return None
-    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 2**32:
-        return raw
-    problems.append((key, f"expected a numeric id 0..4294967295, got {raw!r}"))
-    return None
-
-
-def table_array(
-    raw: Any, section: str, allowed: frozenset[str], problems: Problems
-) -> list[tuple[str, dict[str, Any]]]:
-    """``[[section]]`` entries as ``(key prefix, table)``, unknown keys reported; [] when absent or malformed."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
-        problems.append((section, f"expected [[{section}]] tables"))
-        return []
-    entries = []
-    for index, entry in enumerate(raw):
-        at = f"{section}[{index}]"
-        for unknown in sorted(set(entry) - allowed):
-            problems.append((f"{at}.{unknown}", "unknown key"))
-        entries.append((at, entry))
-    return entries
-
-
 def parse_clients(
     raw: Any, env: Mapping[str, str], problems: Problems, warnings: list[str]
 ) -> tuple[ClientSettings, ...]:
@@ -162,23 +126,19 @@ def parse_clients(
                 token = resolve_token(entry["token"], env, problems, warnings, key=f"{at}.token")
             else:
                 problems.append((f"{at}.token", "expected 'env:NAME' or 'file:///path'"))
-        uid = _id(entry.get("uid"), f"{at}.uid", problems)
-        gid = _id(entry.get("gid"), f"{at}.gid", problems)
+        uid = check(uid_or_gid, entry.get("uid"), f"{at}.uid", problems)
+        gid = check(uid_or_gid, entry.get("gid"), f"{at}.gid", problems)
         if entry.get("token") is None and uid is None and gid is None:
             problems.append((at, "a client needs a token, a uid or a gid to be recognised by"))
-        rate = entry.get("rate_per_second")
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0):
-            problems.append((f"{at}.rate_per_second", f"expected a positive number, got {rate!r}"))
-            rate = None
         clients.append(
             ClientSettings(
                 name=name,
                 token=token,
                 uid=uid,
                 gid=gid,
-                allow=_str_list(entry.get("allow"), f"{at}.allow", problems),
-                deny=_str_list(entry.get("deny"), f"{at}.deny", problems),
-                rate_per_second=float(rate) if rate is not None else None,
+                allow=check(_PATTERNS, entry.get("allow"), f"{at}.allow", problems) or (),
+                deny=check(_PATTERNS, entry.get("deny"), f"{at}.deny", problems) or (),
+                rate_per_second=check(_RATE, entry.get("rate_per_second"), f"{at}.rate_per_second", problems),
             )
         )
     return tuple(clients)
@@ -195,8 +155,8 @@ def parse_secret_policies(raw: Any, problems: Problems) -> tuple[SecretPolicySet
         policies.append(
             SecretPolicySettings(
                 secret=secret,
-                readers=_str_list(entry.get("readers"), f"{at}.readers", problems),
-                deny=_str_list(entry.get("deny"), f"{at}.deny", problems),
+                readers=check(_PATTERNS, entry.get("readers"), f"{at}.readers", problems) or (),
+                deny=check(_PATTERNS, entry.get("deny"), f"{at}.deny", problems) or (),
             )
         )
     return tuple(policies)

@@ -1,25 +1,23 @@
 """Settings for delivering secrets beyond HTTP: ``[[templates]]``, ``[exec]`` and systemd.
 
-Part of configuration (only ``config.py`` calls in here). Problems name their
-key as ``templates[0].destination`` or ``exec.on_change``.
+Part of the config package. ``[exec]`` is an ordinary section of the schema
+(its keys are declared in :mod:`agent.config.schema`); ``[[templates]]`` is an
+array of tables validated here. Problems name their key as
+``templates[0].destination`` or ``exec.env[1]``.
 """
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.config.access import table_array
+from agent.config.kinds import Bad, Problems, boolean, check, file_mode, string_list, table_array
 
 TEMPLATE_KEYS = frozenset(
     {"destination", "source", "contents", "perms", "owner", "group", "command", "error_on_missing_key"}
 )
-EXEC_KEYS = frozenset({"command", "env", "on_change", "signal", "grace_seconds", "check_seconds"})
-ON_CHANGE = ("restart", "signal", "none")
-Problems = list[tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -56,16 +54,27 @@ class EnvRef:
         return cls(name=name, secret_id=secret_id, field=field or None)
 
 
+def env_refs(raw: Any) -> tuple[EnvRef, ...]:
+    """A list of ``NAME=secret-id[#field]`` (a config kind; see :mod:`agent.config.kinds`)."""
+    refs = []
+    for index, text in enumerate(string_list(raw)):
+        try:
+            refs.append(EnvRef.parse(text))
+        except ValueError as exc:
+            raise Bad(str(exc), at=f"[{index}]") from None
+    return tuple(refs)
+
+
 @dataclass(frozen=True)
 class ExecSettings:
     """A child process run with secrets in its environment (``secrets-agent exec``)."""
 
-    command: tuple[str, ...] = ()
-    env: tuple[EnvRef, ...] = ()
-    on_change: Literal["restart", "signal", "none"] = "restart"
-    signal: str = "SIGHUP"
-    grace_seconds: float = 10.0
-    check_seconds: float = 2.0
+    command: tuple[str, ...]
+    env: tuple[EnvRef, ...]
+    on_change: Literal["restart", "signal", "none"]
+    signal: str
+    grace_seconds: float
+    check_seconds: float
 
 
 @dataclass(frozen=True)
@@ -95,21 +104,15 @@ def parse_templates(raw: Any, problems: Problems) -> tuple[TemplateSettings, ...
             problems.append((f"{at}.contents", "expected a string"))
         else:
             _check_syntax(contents if contents is not None else Path(str(source)).read_text(), at, problems)
-        perms_raw = entry.get("perms", "0600")
-        try:
-            perms = int(perms_raw, 8) if isinstance(perms_raw, str) else int(perms_raw)
-            if not 0 <= perms <= 0o777:
-                raise ValueError
-        except (TypeError, ValueError):
-            problems.append((f"{at}.perms", f'expected an octal mode like "0640", got {perms_raw!r}'))
-            perms = 0o600
+        default_perms = TemplateSettings.perms
+        perms = check(file_mode, entry.get("perms", default_perms), f"{at}.perms", problems, default_perms)
         for key in ("owner", "group", "command"):
             if entry.get(key) is not None and not isinstance(entry[key], str | int):
                 problems.append((f"{at}.{key}", "expected a string"))
-        strict = entry.get("error_on_missing_key", True)
-        if not isinstance(strict, bool):
-            problems.append((f"{at}.error_on_missing_key", "expected true or false"))
-            strict = True
+        strict_default = TemplateSettings.error_on_missing_key
+        strict = check(
+            boolean, entry.get("error_on_missing_key", strict_default), f"{at}.error_on_missing_key", problems, True
+        )
         out.append(
             TemplateSettings(
                 destination=destination,
@@ -132,52 +135,6 @@ def _check_syntax(text: str, at: str, problems: Problems) -> None:
         jinja2.Environment(autoescape=False).parse(text)  # noqa: S701 - config files are not HTML
     except jinja2.TemplateSyntaxError as exc:
         problems.append((at, f"template syntax error on line {exc.lineno}: {exc.message}"))
-
-
-def parse_exec(raw: Any, problems: Problems) -> ExecSettings:
-    """Validate the ``[exec]`` table."""
-    if raw is None:
-        return ExecSettings()
-    if not isinstance(raw, dict):
-        problems.append(("exec", "expected an [exec] table"))
-        return ExecSettings()
-    for unknown in sorted(set(raw) - EXEC_KEYS):
-        problems.append((f"exec.{unknown}", "unknown key"))
-    command = raw.get("command", [])
-    if isinstance(command, str):
-        command = [command]
-    if not isinstance(command, list) or not all(isinstance(part, str) for part in command):
-        problems.append(("exec.command", "expected a list of strings"))
-        command = []
-    refs = []
-    for index, text in enumerate(raw.get("env", [])):
-        try:
-            refs.append(EnvRef.parse(str(text)))
-        except ValueError as exc:
-            problems.append((f"exec.env[{index}]", str(exc)))
-    on_change = raw.get("on_change", "restart")
-    if on_change not in ON_CHANGE:
-        problems.append(("exec.on_change", f"expected one of {', '.join(ON_CHANGE)}, got {on_change!r}"))
-        on_change = "restart"
-    sig = str(raw.get("signal", "SIGHUP"))
-    if not hasattr(signal, sig) or not sig.startswith("SIG"):
-        problems.append(("exec.signal", f"unknown signal {sig!r}"))
-        sig = "SIGHUP"
-    numbers = {}
-    for key, default in (("grace_seconds", 10.0), ("check_seconds", 2.0)):
-        value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            problems.append((f"exec.{key}", f"expected a positive number, got {value!r}"))
-            value = default
-        numbers[key] = float(value)
-    return ExecSettings(
-        command=tuple(command),
-        env=tuple(refs),
-        on_change=on_change,
-        signal=sig,
-        grace_seconds=numbers["grace_seconds"],
-        check_seconds=numbers["check_seconds"],
-    )
 
 
 def systemd_from_env(env: Mapping[str, str]) -> SystemdSettings:

@@ -1,7 +1,10 @@
 """A small synchronous client of a running agent, for ``get``, ``wait`` and ``exec``.
 
 It talks to the agent the way any app would: over the Unix socket when one is
-configured, else over TCP, with the token from the same configuration. Plain
+configured, else over TCP. It presents ``Settings.caller_token`` (``--token-file``
+or ``SECRETS_AGENT_TOKEN``, else the shared ``auth.token``) as
+``Authorization: Bearer``, which the agent accepts whatever ``auth.headers``
+says; with no token at all it relies on the Unix peer's uid/gid. Plain
 ``http.client``: a CLI that reads one secret should not start an event loop.
 """
 
@@ -17,12 +20,9 @@ from urllib.parse import quote
 
 from agent.access.identity import TokenSource
 from agent.config import Settings
+from agent.core.errors import AgentUnreachable, ReadDenied, ReadFailed, ReadNotFound
 
 TIMEOUT_SECONDS = 10.0
-
-
-class AgentUnreachable(Exception):
-    """Nothing answered on the agent's socket or port."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,13 @@ class Reply:
         except (ValueError, AttributeError):
             return ""
 
+    def raise_for_status(self, what: str) -> None:
+        """Raise the :class:`~agent.core.errors.ReadFailed` that fits a non-200 answer about ``what``."""
+        if self.status == 200:
+            return
+        kind = {404: ReadNotFound, 403: ReadDenied}.get(self.status, ReadFailed)
+        raise kind(f"{what}: {self.status} {self.error_type() or 'error'}")
+
 
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
@@ -54,11 +61,11 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def read_token(settings: Settings) -> str | None:
-    """The shared token the agent accepts (env value, or the token file's content)."""
-    ref = settings.auth.token
+    """The token to present (env value, or the token file's content), if any."""
+    ref = settings.caller_token
     if ref is None:
         return None
-    return TokenSource(ref, time.monotonic).current().decode() or None
+    return TokenSource(ref, time.monotonic).current().decode("utf-8", "surrogateescape") or None
 
 
 class AgentClient:
@@ -78,7 +85,7 @@ class AgentClient:
 
     def get(self, path: str) -> Reply:
         """One GET; raises :class:`AgentUnreachable` when nothing answers."""
-        headers = {"X-Aws-Parameters-Secrets-Token": self._token} if self._token else {}
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         connection = self._connection()
         try:
             connection.request("GET", path, headers=headers)

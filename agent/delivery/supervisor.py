@@ -2,7 +2,8 @@
 
 The secrets are resolved through the running agent (over its Unix socket or
 TCP, with the configured token); when no agent answers, one is started inside
-this process for as long as the child runs. The values go into the *child's*
+this process for as long as the child runs (the caller supplies it: the
+delivery layer does not import the server). The values go into the *child's*
 environment only: this process's own environment is never modified, and no
 value is logged. The child never starts before every referenced secret
 resolved.
@@ -22,42 +23,28 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from agent.config import Settings
 from agent.config.delivery import EnvRef, ExecSettings
-from agent.core.errors import AgentError
+from agent.core.errors import AgentUnreachable, ReadFailed
 from agent.core.log import get_logger
-from agent.delivery.client import AgentClient, AgentUnreachable
+from agent.delivery.client import AgentClient
 
 log = get_logger("agent.exec")
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
-AGENT_START_SECONDS = 30.0
+# Runs an agent in this process while the body of the ``async with`` runs (it is ready on entry).
+EmbeddedAgent = Callable[[Settings], contextlib.AbstractAsyncContextManager[None]]
 
 
-class ResolveError(AgentError):
-    """A referenced secret could not be resolved; ``exit_code`` says why, for scripts."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def resolve(client: AgentClient, refs: Sequence[EnvRef], codes: dict[str, int]) -> dict[str, str]:
-    """Fetch every referenced value; raise :class:`ResolveError` on the first failure."""
+def resolve(client: AgentClient, refs: Sequence[EnvRef]) -> dict[str, str]:
+    """Fetch every referenced value; raise a :class:`~agent.core.errors.ReadFailed` on the first failure."""
     values: dict[str, str] = {}
     for ref in refs:
-        try:
-            reply = client.value(ref.secret_id, field=ref.field)
-        except AgentUnreachable as exc:
-            raise ResolveError(f"agent unreachable: {exc}", codes["unreachable"]) from exc
-        if reply.status == 200:
-            values[ref.name] = reply.body.decode("utf-8", errors="replace")
-            continue
-        kind = {404: "not_found", 403: "denied"}.get(reply.status, "error")
-        raise ResolveError(f"{ref.name}: {reply.error_type() or reply.status} for {ref.secret_id!r}", codes[kind])
+        reply = client.value(ref.secret_id, field=ref.field)
+        reply.raise_for_status(f"{ref.name} ({ref.secret_id!r})")
+        values[ref.name] = reply.body.decode("utf-8", errors="replace")
     return values
 
 
@@ -68,17 +55,16 @@ def _exit_code(returncode: int) -> int:
 class Supervisor:
     """Owns the child process: start, forward signals, restart or signal on rotation."""
 
-    def __init__(self, command: Sequence[str], spec: ExecSettings, client: AgentClient, codes: dict[str, int]) -> None:
+    def __init__(self, command: Sequence[str], spec: ExecSettings, client: AgentClient) -> None:
         self._command = list(command)
         self._spec = spec
         self._client = client
-        self._codes = codes
         self._child: asyncio.subprocess.Process | None = None
         self._restarting = False
 
     async def _start(self, values: dict[str, str] | None = None) -> None:
         if values is None:
-            values = await asyncio.to_thread(resolve, self._client, self._spec.env, self._codes)
+            values = await asyncio.to_thread(resolve, self._client, self._spec.env)
         environment = {**os.environ, **values}  # a copy: our own environment stays clean
         self._child = await asyncio.create_subprocess_exec(*self._command, env=environment)
         log.info("exec_started", command=self._command[0], pid=self._child.pid, variables=sorted(values))
@@ -114,8 +100,8 @@ class Supervisor:
             if self._spec.on_change == "restart":
                 self._restarting = True
                 try:
-                    values = await asyncio.to_thread(resolve, self._client, self._spec.env, self._codes)
-                except ResolveError as exc:
+                    values = await asyncio.to_thread(resolve, self._client, self._spec.env)
+                except ReadFailed as exc:
                     # Keep the running child rather than stop it for values we cannot get.
                     log.warning("exec_restart_skipped", reason=exc.message)
                     known = {}
@@ -160,36 +146,15 @@ class Supervisor:
             await self._stop_child()
 
 
-async def run_exec(settings: Settings, command: Sequence[str], spec: ExecSettings, codes: dict[str, int]) -> int:
-    """Resolve, run and supervise; start an embedded agent when none is running."""
+async def run_exec(
+    settings: Settings, command: Sequence[str], spec: ExecSettings, embedded_agent: EmbeddedAgent
+) -> int:
+    """Resolve, run and supervise; run ``embedded_agent`` for the child's lifetime when none is running."""
     client = AgentClient(settings)
     try:
         await asyncio.to_thread(client.get, "/ping")
     except AgentUnreachable:
-        return await _with_embedded_agent(settings, command, spec, codes, client)
-    return await Supervisor(command, spec, client, codes).run()
-
-
-async def _with_embedded_agent(
-    settings: Settings, command: Sequence[str], spec: ExecSettings, codes: dict[str, int], client: AgentClient
-) -> int:
-    from agent.server.lifecycle import Started, serve  # exec drives the runner, as the CLI does
-
-    log.info("exec_embedded_agent")
-    started: asyncio.Future[Started] = asyncio.get_running_loop().create_future()
-    agent = asyncio.create_task(serve(settings, on_started=started.set_result, install_signals=False))
-    waiters: set[asyncio.Future[Any]] = {agent, started}
-    await asyncio.wait(waiters, timeout=AGENT_START_SECONDS, return_when=asyncio.FIRST_COMPLETED)
-    if not started.done():
-        agent.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await agent
-        raise ResolveError("the embedded agent did not start", codes["unreachable"])
-    handle = started.result()
-    try:
-        while not handle.components.started.is_set():
-            await asyncio.sleep(0.05)
-        return await Supervisor(command, spec, client, codes).run()
-    finally:
-        handle.stop.set()
-        await agent
+        log.info("exec_embedded_agent")
+        async with embedded_agent(settings):
+            return await Supervisor(command, spec, client).run()
+    return await Supervisor(command, spec, client).run()

@@ -32,19 +32,16 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from agent.cache.rotations import Rotation
 from agent.cache.store import SecretCache
 from agent.config.delivery import TemplateSettings
-from agent.core.errors import AgentError
+from agent.core.errors import AgentError, TemplateError
 from agent.core.log import get_logger
 from agent.core.types import CURRENT
 
 log = get_logger("agent.delivery.templates")
 
 COMMAND_TIMEOUT_SECONDS = 60.0
-
-
-class TemplateError(AgentError):
-    """A template could not be rendered (message names the template, never a value)."""
 
 
 @dataclass
@@ -100,6 +97,7 @@ class TemplateRenderer:
             self._states.append(_State(settings, self._env.from_string(text)))
         self._lock = asyncio.Lock()
         self._commands: set[asyncio.Task[None]] = set()
+        self._rerenders: set[asyncio.Task[None]] = set()
 
     @property
     def all_rendered(self) -> bool:
@@ -112,7 +110,13 @@ class TemplateRenderer:
             for state in self._states:
                 await self._render(state)
 
-    async def on_rotation(self, arn: str) -> None:
+    def on_rotation(self, rotation: Rotation) -> None:
+        """Rotation subscriber: re-render, in a task this renderer owns, the templates that used the secret."""
+        task = asyncio.get_running_loop().create_task(self.rerender(rotation.value.arn))
+        self._rerenders.add(task)
+        task.add_done_callback(self._rerenders.discard)
+
+    async def rerender(self, arn: str) -> None:
         """Re-render templates that used ``arn``, and retry ones that have not rendered yet."""
         async with self._lock:
             for state in self._states:
@@ -184,6 +188,10 @@ class TemplateRenderer:
         log.info("template_command_done", destination=settings.destination, exit_code=code)
 
     async def close(self) -> None:
-        """Wait for commands still running (shutdown)."""
+        """Shutdown: cancel re-renders not yet done, then wait for commands still running."""
+        for task in list(self._rerenders):
+            task.cancel()
+        if self._rerenders:
+            await asyncio.gather(*self._rerenders, return_exceptions=True)
         if self._commands:
             await asyncio.gather(*self._commands, return_exceptions=True)

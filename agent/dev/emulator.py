@@ -17,13 +17,9 @@ import urllib.error
 import urllib.request
 from types import TracebackType
 
-from agent.core.errors import AgentError
+from agent.core.errors import EmulatorError
 
 START_TIMEOUT_SECONDS = 30.0
-
-
-class EmulatorError(AgentError):
-    """moto_server is not installed, or did not start."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

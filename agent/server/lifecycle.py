@@ -1,9 +1,25 @@
-"""Lifecycle: build the components, serve one app on TCP and a Unix socket, stop cleanly.
+"""Lifecycle: the one object that builds the agent, starts it, and stops it in reverse order.
 
-``serve()`` is the whole life of the agent inside an event loop; ``run()`` wraps
-it in a uvloop ``asyncio.Runner``. On SIGTERM/SIGINT the listeners close, in-flight
-requests get up to ``SHUTDOWN_GRACE_SECONDS`` to finish, background tasks are
-cancelled and awaited, the socket file is removed and the process exits 0.
+:class:`Agent` follows uvicorn's ``Server``: the constructor builds every
+component from settings (no network), :meth:`Agent.startup` checks AWS
+credentials, opens the listeners and starts the background tasks,
+:meth:`Agent.shutdown` undoes all of it in reverse, and :meth:`Agent.serve` is
+the whole life between two signals:
+
+=============================================  ==============================================
+startup                                        shutdown (reverse)
+=============================================  ==============================================
+audit file, upstream pool, pacer (built)       audit file closed
+                                               socket file removed
+                                               pacer refuses retries, pool cancels queued calls
+listeners (TCP, Unix socket)                   listeners closed, in-flight requests drained
+background tasks (refresher, readiness,        STOPPING=1; tasks cancelled and awaited,
+events, watchdog)                              template re-renders and commands finished
+=============================================  ==============================================
+
+On SIGTERM/SIGINT in-flight requests get up to ``SHUTDOWN_GRACE_SECONDS``;
+the process then exits 0. :func:`serve` and :func:`run` are the entry points
+the CLI, the demo and the tests use.
 """
 
 from __future__ import annotations
@@ -12,9 +28,7 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
-import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,21 +40,25 @@ from agent.access.audit import AuditLog
 from agent.access.identity import Authenticator, RateLimiter
 from agent.access.policy import Policy
 from agent.cache.refresher import Refresher
+from agent.cache.rotations import Rotation, RotationFeed
 from agent.cache.store import SecretCache
 from agent.config import Settings
-from agent.core.errors import AgentError
 from agent.core.log import get_logger
 from agent.core.metrics import Metrics
-from agent.core.types import SecretValue
 from agent.delivery.notify import Notifier
-from agent.server.app import Components, create_app
-from agent.server.middleware import ConnectionLimiter
+from agent.server.app import create_app
+from agent.server.connections import ConnectionLimiter
+from agent.server.context import Components
+from agent.server.listeners import start_tcp, start_unix
+from agent.server.reader import SecretReader
+from agent.upstream.calls import SECRETS_MANAGER, UpstreamCalls
 from agent.upstream.events import EventListener
 from agent.upstream.secretsmanager import SecretsManagerSource
-from agent.upstream.session import MAX_POOL_CONNECTIONS, AwsClients, build_clients, caller_identity
+from agent.upstream.session import MAX_POOL_CONNECTIONS, build_clients, caller_identity
+from agent.upstream.source import SecretSource
 from agent.upstream.throttle import AttemptPacer
 
-log = get_logger("agent.server.lifecycle")
+log = get_logger("agent.lifecycle")
 
 SHUTDOWN_GRACE_SECONDS = 10.0
 KEEPALIVE_TIMEOUT_SECONDS = 75.0
@@ -56,93 +74,28 @@ class Started:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class ListenerError(AgentError):
-    """A listener could not be opened (port taken, socket path in use)."""
+def build_components(settings: Settings, source: SecretSource, *, metrics: Metrics, audit: AuditLog) -> Components:
+    """Wire cache, refresher, templates, identities, policies and rotation reporting around ``source``.
 
-
-def _prepare_socket_path(path: str) -> None:
-    """Remove a stale socket file; refuse if something live listens there or it is not a socket."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(info.st_mode):
-        raise ListenerError(f"server.unix_socket: {path} exists and is not a socket; refusing to replace it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)  # nobody answers: a leftover from a crashed run
-        log.info("stale_socket_removed", path=path)
-        return
-    finally:
-        probe.close()
-    raise ListenerError(f"server.unix_socket: another process is listening on {path}")
-
-
-async def _start_unix(runner: web.AppRunner, path: str, mode: int) -> None:
-    _prepare_socket_path(path)
-    # aiohttp does not chmod the socket: bind under a tight umask so there is
-    # no window in which it is world-accessible, then set the configured mode.
-    previous = os.umask(0o177)
-    try:
-        await web.UnixSite(runner, path).start()
-    finally:
-        os.umask(previous)
-    os.chmod(path, mode)
-
-
-def reload(parts: Components) -> None:
-    """SIGHUP: re-read token files now and reopen the audit file (after logrotate)."""
-    log.info("reloading")
-    parts.auth.reload()
-    if parts.audit is not None:
-        parts.audit.reopen()
-
-
-def build_components(settings: Settings, clients: AwsClients) -> tuple[Components, SecretsManagerSource]:
-    """Wire source, cache, refresher, events, auth and metrics from settings."""
-    metrics = Metrics()
-    audit = AuditLog(settings.audit.path)
-    pacer = AttemptPacer()
-    pacer.install(clients.secretsmanager)
-
-    def observe_upstream(operation: str, outcome: str, transient: bool) -> None:
-        metrics.observe_upstream(operation, outcome, transient)
-        audit.upstream(operation, outcome, transient)
-
-    follow_ups: set[asyncio.Task[None]] = set()
-    renderer: list[Any] = []  # the TemplateRenderer, set below once the cache exists
-
-    def on_rotation(value: SecretValue, old_version: str | None, how: str) -> None:
-        if renderer:
-            task = asyncio.get_running_loop().create_task(renderer[0].on_rotation(value.arn))
-            follow_ups.add(task)
-            task.add_done_callback(follow_ups.discard)
-        metrics.rotations.labels(how).inc()
-        audit.rotation(name=value.name, arn=value.arn, old_version=old_version, new_version=value.version_id, how=how)
-        log.info(
-            "rotation",
-            secret_id=value.name,
-            arn=value.arn,
-            old_version=old_version,
-            new_version=value.version_id,
-            how=how,
-        )
-
-    source = SecretsManagerSource(clients.secretsmanager, max_workers=MAX_POOL_CONNECTIONS, observe=observe_upstream)
+    No background task starts here and nothing touches the network: a test can
+    build an app around a fake source with this alone.
+    """
+    rotations = RotationFeed()
+    rotations.subscribe(lambda rotation: _report_rotation(rotation, metrics, audit))
     cache = SecretCache(
         source,
         ttl_seconds=settings.cache.ttl_seconds,
         max_entries=settings.cache.max_entries,
         max_stale_seconds=settings.cache.max_stale_seconds,
+        rotations=rotations,
         observe=metrics.observe_lookup,
-        on_rotation=on_rotation,
     )
+    templates = None
     if settings.templates:
         from agent.delivery.templates import TemplateRenderer  # Jinja2 only when templates are configured
 
-        renderer.append(TemplateRenderer(settings.templates, cache))
+        templates = TemplateRenderer(settings.templates, cache)
+        rotations.subscribe(templates.on_rotation)
     refresher = Refresher(
         source,
         cache,
@@ -150,37 +103,189 @@ def build_components(settings: Settings, clients: AwsClients) -> tuple[Component
         settings.refresh,
         max_stale_seconds=settings.cache.max_stale_seconds,
         metrics=metrics,
-        on_rotation=on_rotation,
     )
-    events = None
-    if settings.events.sqs_queue_url and clients.sqs is not None:
-
-        async def refresh_named(secret_ref: str) -> bool:
-            return await refresher.refresh_secret(secret_ref, how="event")
-
-        events = EventListener(
-            clients.sqs,
-            settings.events.sqs_queue_url,
-            refresh_named,
-            wait_seconds=settings.events.wait_time_seconds,
-            metrics=metrics,
-        )
-    parts = Components(
+    return Components(
         cache=cache,
         refresher=refresher,
+        reader=SecretReader(cache, Policy(settings.clients, settings.secret_policies), metrics),
         auth=Authenticator(settings.auth, settings.clients),
+        rates=RateLimiter(settings.clients),
         metrics=metrics,
         limiter=ConnectionLimiter(settings.server.max_connections),
-        metrics_public=settings.metrics.public,
-        events=events,
-        pacer=pacer,
-        policy=Policy(settings.clients, settings.secret_policies),
-        rates=RateLimiter(settings.clients),
         audit=audit,
-        templates=renderer[0] if renderer else None,
-        notifier=Notifier(settings.systemd) if settings.systemd.notify_socket else None,
+        metrics_public=settings.metrics.public,
+        templates=templates,
     )
-    return parts, source
+
+
+def _report_rotation(rotation: Rotation, metrics: Metrics, audit: AuditLog) -> None:
+    value = rotation.value
+    metrics.rotations.labels(rotation.how).inc()
+    audit.rotation(
+        name=value.name, arn=value.arn, old_version=rotation.old_version, new_version=value.version_id, how=rotation.how
+    )
+    log.info(
+        "rotation",
+        secret_id=value.name,
+        arn=value.arn,
+        old_version=rotation.old_version,
+        new_version=value.version_id,
+        how=rotation.how,
+    )
+
+
+class Agent:
+    """The agent: built from settings, started, and stopped in reverse order."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.audit = AuditLog(settings.audit.path)
+        events_on = settings.events.sqs_queue_url is not None
+        self.clients = build_clients(settings.aws, with_sqs=events_on)
+        # One worker per upstream HTTP connection, plus one for the SQS long poll.
+        self.calls = UpstreamCalls(max_workers=MAX_POOL_CONNECTIONS + int(events_on), observe=self._observe_upstream)
+        self.pacer = AttemptPacer()
+        self.pacer.install(self.clients.secretsmanager)
+        source = SecretsManagerSource(self.clients.secretsmanager, self.calls)
+        self.components = build_components(settings, source, metrics=self.metrics, audit=self.audit)
+        self.events: EventListener | None = None
+        if settings.events.sqs_queue_url is not None and self.clients.sqs is not None:
+            refresher = self.components.refresher
+
+            async def refresh_named(secret_ref: str) -> bool:
+                return await refresher.refresh_secret(secret_ref, how="event")
+
+            self.events = EventListener(
+                self.clients.sqs,
+                self.calls,
+                settings.events.sqs_queue_url,
+                refresh_named,
+                metrics=self.metrics,
+                wait_seconds=settings.events.wait_time_seconds,
+            )
+        self.notifier = Notifier(settings.systemd)
+        self.runner = web.AppRunner(
+            create_app(self.components),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+            keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
+        )
+        self.stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._bound_socket: str | None = None  # only ever unlink a socket this process created
+
+    def _observe_upstream(self, service: str, operation: str, outcome: str, transient: bool) -> None:
+        self.metrics.observe_upstream(operation, outcome)
+        if service == SECRETS_MANAGER:
+            # Failure bursts are about the secrets' upstream; an SQS success must not end one.
+            self.audit.upstream(operation, outcome, transient)
+
+    # ------------------------------------------------------------------ startup
+
+    async def startup(self) -> Started:
+        """Check credentials, open the listeners, start the background tasks."""
+        settings = self.settings
+        log.info("starting", version=__version__, config=settings.source)
+        for warning in settings.warnings:
+            log.warning("config_warning", detail=warning)
+        if settings.aws.validate_credentials:
+            identity = await caller_identity(self.clients, self.calls)
+            log.info("aws_identity", account=identity["account"], arn=identity["arn"], region=self.clients.region)
+        await self.runner.setup()
+        assert self.runner.server is not None
+        self.components.limiter.install(self.runner.server)
+        server = settings.server
+        await start_tcp(self.runner, server.http_host, server.http_port)
+        if server.unix_socket:
+            await start_unix(self.runner, server.unix_socket, server.unix_socket_mode)
+            self._bound_socket = server.unix_socket
+        # Serving starts at once (misses fetch on demand); /readyz waits for prefetch.
+        self._spawn("refresher", self.components.refresher.run())
+        self._spawn("readiness", self._become_ready())
+        if self.events is not None:
+            self._spawn("events", self.events.run())
+        self._spawn("watchdog", self.notifier.watchdog())
+        tcp = next(addr for addr in self.runner.addresses if isinstance(addr, tuple))
+        log.info("listening", http=f"{tcp[0]}:{tcp[1]}", unix_socket=server.unix_socket, region=self.clients.region)
+        return Started(tcp=(tcp[0], tcp[1]), unix_socket=server.unix_socket, components=self.components, stop=self.stop)
+
+    def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(work, name=name))
+
+    async def _become_ready(self) -> None:
+        """Prefetch, then the first template render, then readiness (and READY=1 to systemd)."""
+        parts = self.components
+        await parts.refresher.prefetched.wait()
+        if parts.templates is not None:
+            await parts.templates.render_all()
+        parts.started.set()
+        self.notifier.ready()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read token files now and reopen the audit file (after logrotate)."""
+        log.info("reloading")
+        self.components.auth.reload()
+        self.audit.reopen()
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def shutdown(self) -> None:
+        """Undo :meth:`startup` in reverse; safe after a startup that failed half-way."""
+        self.notifier.stopping()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a task that died must not stop the rest of shutdown
+                log.exception("background_task_failed", task=task.get_name())
+        if self.components.templates is not None:
+            await self.components.templates.close()
+        if self.runner.server is not None:
+            await self.runner.cleanup()  # closes the listeners, then waits for in-flight requests
+        self.pacer.close()  # botocore retries still running in threads stop here
+        self.calls.close()
+        if self._bound_socket:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._bound_socket)
+            self._bound_socket = None
+        self.audit.close()
+        log.info("stopped")
+
+    # ------------------------------------------------------------------ the whole life
+
+    async def serve(
+        self,
+        on_started: Callable[[Started], Awaitable[None] | None] | None = None,
+        *,
+        install_signals: bool = True,
+    ) -> None:
+        """Start, run until SIGTERM/SIGINT (or :attr:`stop`), stop."""
+        loop = asyncio.get_running_loop()
+        try:
+            started = await self.startup()
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, self.stop.set)
+                loop.add_signal_handler(signal.SIGHUP, self.reload)
+            if on_started is not None:
+                maybe = on_started(started)
+                if maybe is not None:
+                    await maybe
+            await self.stop.wait()
+            log.info("shutting_down")
+        finally:
+            # Signal handlers stay installed until shutdown is over: a second
+            # SIGTERM while draining must not kill the process mid-shutdown.
+            await self.shutdown()
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
 
 
 async def serve(
@@ -189,68 +294,8 @@ async def serve(
     on_started: Callable[[Started], Awaitable[None] | None] | None = None,
     install_signals: bool = True,
 ) -> None:
-    """Run the agent until SIGTERM/SIGINT (or ``Started.stop`` is set)."""
-    loop = asyncio.get_running_loop()
-    log.info("starting", version=__version__, config=settings.source)
-    for warning in settings.warnings:
-        log.warning("config_warning", detail=warning)
-    clients = build_clients(settings.aws, with_sqs=settings.events.sqs_queue_url is not None)
-    if settings.aws.validate_credentials:
-        identity = await loop.run_in_executor(None, caller_identity, clients)
-        log.info("aws_identity", account=identity["account"], arn=identity["arn"], region=clients.region)
-    parts, source = build_components(settings, clients)
-    app = create_app(parts)
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        handle_signals=False,
-        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
-        keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
-    )
-    await runner.setup()
-    assert runner.server is not None
-    parts.limiter.install(runner.server)
-    server = settings.server
-    socket_path = server.unix_socket
-    bound_socket: str | None = None  # only ever unlink a socket this process created
-    stop = asyncio.Event()
-    try:
-        try:
-            await web.TCPSite(runner, server.http_host, server.http_port, reuse_address=True).start()
-        except OSError as exc:
-            raise ListenerError(f"cannot listen on {server.http_host}:{server.http_port}: {exc.strerror}") from exc
-        if socket_path:
-            await _start_unix(runner, socket_path, server.unix_socket_mode)
-            bound_socket = socket_path
-        tcp = next(addr for addr in runner.addresses if isinstance(addr, tuple))
-        log.info("listening", http=f"{tcp[0]}:{tcp[1]}", unix_socket=socket_path, region=clients.region)
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            loop.add_signal_handler(signal.SIGHUP, lambda: reload(parts))
-        started = Started(tcp=(tcp[0], tcp[1]), unix_socket=socket_path, components=parts, stop=stop)
-        if on_started is not None:
-            maybe = on_started(started)
-            if maybe is not None:
-                await maybe
-        await stop.wait()
-        log.info("shutting_down")
-    finally:
-        # Signal handlers stay installed until cleanup is over: a second
-        # SIGTERM while draining must not kill the process mid-shutdown.
-        await runner.cleanup()
-        if parts.pacer is not None:
-            parts.pacer.close()  # botocore retries still running in threads stop here
-        source.close()
-        if bound_socket:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(bound_socket)
-        if parts.audit is not None:
-            parts.audit.close()
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-        log.info("stopped")
+    """Build an :class:`Agent` and serve until stopped."""
+    await Agent(settings).serve(on_started, install_signals=install_signals)
 
 
 def run(settings: Settings) -> None:

@@ -1,20 +1,24 @@
-"""Request pipeline: observe (id, timing, errors, log line, metrics) then guard.
+"""Request pipeline: observe (id, timing, errors, log line, metrics, audit) then guard.
 
 Guard order follows AWS's agent, so clients see the same refusals:
 
 1. connection limit  → 429 (connection opened while ``max_connections`` were open)
 2. ``X-Forwarded-For`` → 400 (the request came through a proxy: possible SSRF)
-3. token              → 403 (missing and wrong look the same)
-4. method not GET     → 405
-5. unknown path       → 404 (raised by routing, rendered here)
+3. identity           → 403 (missing and wrong token look the same); on the SDK
+   route (``POST /`` with ``X-Amz-Target``) the SigV4 signature instead
+4. the client's ``rate_per_second`` → 429
+5. method not GET (the SDK route is POST) → 405
+6. unknown path       → 404 (raised by routing, rendered here)
 
-``/ping``, ``/healthz`` and ``/readyz`` skip step 3 (and ``/metrics`` when
-configured public); they reveal nothing about secrets.
+``/ping``, ``/healthz`` and ``/readyz`` skip steps 3-4 (and ``/metrics`` when
+configured public); they reveal nothing about secrets. Every refusal is an
+:class:`~agent.core.errors.AgentError` rendered once, by ``observe``: as the
+HTTP API's ``{"__type", "message"}`` body, or on the SDK route in the AWS
+JSON-protocol form SDKs parse.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import secrets
@@ -27,87 +31,50 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from agent.access.audit import AuditLog
-from agent.access.identity import Authenticator, Peer, RateLimiter, peer_credentials
+from agent.access.identity import Authenticator, RateLimiter, peer_credentials
 from agent.core.errors import (
     AgentError,
     BadRequest,
     Forbidden,
     MethodNotAllowed,
     NotFound,
+    PayloadTooLarge,
+    RequestError,
+    SignatureError,
     TooManyConnections,
     TooManyRequests,
+    UnrecognizedClient,
 )
 from agent.core.log import get_logger
 from agent.core.metrics import Metrics
-from agent.server.sdk import is_sdk_request
+from agent.server import sdk
+from agent.server.connections import ConnectionLimiter
+from agent.server.context import CACHE_KEY, CLIENT_KEY, DECISION_KEY, PEER_KEY, SECRET_ID_KEY, SERVED_KEY
 
 log = get_logger("agent.access_log")
 
-CLIENT_KEY = web.RequestKey("client", str)
-SECRET_ID_KEY = web.RequestKey("secret_id", str)
-CACHE_KEY = web.RequestKey("cache", str)
-PEER_KEY = web.RequestKey("peer", Peer)
-DECISION_KEY = web.RequestKey("decision", str)
-# One dict per secret read (name, arn, version_id, version_stage; for batches also decision/status).
-SERVED_KEY = web.RequestKey("served", list)
 READ_ROUTES = frozenset({"get", "v1", "value", "sdk"})
 ALWAYS_PUBLIC = frozenset({"/ping", "/healthz", "/readyz"})
 MAX_REQUEST_ID = 64
+# aiohttp's own refusals (routing, body size), as the agent's errors.
+_HTTP_ERRORS: dict[int, tuple[type[RequestError], str]] = {
+    404: (NotFound, "not found"),
+    405: (MethodNotAllowed, "only GET is allowed"),
+    413: (PayloadTooLarge, "request body too large"),
+}
 
 
-class ConnectionLimiter:
-    """Counts open connections across both listeners; marks those opened over the limit.
-
-    aiohttp exposes no connection hook, so :meth:`install` wraps the server's
-    ``connection_made``/``connection_lost`` on the instance; both stay O(1).
-    """
-
-    def __init__(self, max_connections: int) -> None:
-        self.max_connections = max_connections
-        self.open = 0
-        self._over: set[Any] = set()
-
-    def install(self, server: web.Server) -> None:
-        """Start counting connections of ``server`` (call once, before sites start)."""
-        made, lost = server.connection_made, server.connection_lost
-
-        def connection_made(handler: Any, transport: asyncio.Transport) -> None:
-            if self.open >= self.max_connections:
-                self._over.add(handler)
-            self.open += 1
-            made(handler, transport)
-
-        def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
-            self.open -= 1
-            self._over.discard(handler)
-            lost(handler, exc)
-
-        server.connection_made = connection_made  # type: ignore[method-assign]
-        server.connection_lost = connection_lost  # type: ignore[method-assign]
-
-    def over_limit(self, request: web.Request) -> bool:
-        """True when the request's connection was opened past the limit."""
-        return bool(self._over) and request.protocol in self._over
-
-
-def error_response(error: AgentError, *, close: bool = False) -> web.Response:
+def error_response(error: AgentError) -> web.Response:
     """The AWS-style error body ``{"__type": code, "message": text}``."""
     body = json.dumps({"__type": error.code, "message": error.message}).encode()
-    response = web.Response(status=error.status, body=body, content_type="application/json")
-    if close:
-        response.force_close()  # sends Connection: close and drops the connection after
-    return response
+    return web.Response(status=error.status, body=body, content_type="application/json")
 
 
 def _from_http_exception(exc: web.HTTPException) -> AgentError:
-    if exc.status == 404:
-        return NotFound("not found")
-    if exc.status == 405:
-        return MethodNotAllowed("only GET is allowed")
-    error = AgentError(exc.reason)
-    error.status = exc.status
-    error.code = "InvalidRequestException" if exc.status < 500 else "InternalFailure"
-    return error
+    if exc.status in _HTTP_ERRORS:
+        kind, message = _HTTP_ERRORS[exc.status]
+        return kind(message)
+    return RequestError(exc.reason) if exc.status < 500 else AgentError(exc.reason)
 
 
 def _listener(request: web.Request) -> str:
@@ -148,7 +115,7 @@ def _audit_read(audit: AuditLog, request: web.Request, status: int, request_id: 
         audit.write({**record, **item})
 
 
-def observe_middleware(metrics: Metrics, audit: AuditLog | None = None) -> Any:
+def observe_middleware(metrics: Metrics, audit: AuditLog) -> Any:
     """Outermost: request id, error rendering, one log line, metrics and the audit record per request."""
     request_ids = _request_ids()
 
@@ -164,19 +131,20 @@ def observe_middleware(metrics: Metrics, audit: AuditLog | None = None) -> Any:
             response = await handler(request)
         except AgentError as exc:
             error = exc
-            response = error_response(exc, close=isinstance(exc, TooManyConnections))
         except web.HTTPException as exc:
             error = _from_http_exception(exc)
-            response = error_response(error)
         except Exception:
             log.exception("request_failed", path=request.path)
             error = AgentError("internal error")
-            response = error_response(error)
-        response.headers["X-Request-Id"] = request_id
         route = request.match_info.route.name or "unknown"
+        if error is not None:
+            response = sdk.error_response(error) if route == "sdk" else error_response(error)
+            if isinstance(error, TooManyConnections):
+                response.force_close()  # sends Connection: close and drops the connection after
+        response.headers["X-Request-Id"] = request_id
         elapsed = time.perf_counter() - started
         listener = _listener(request)
-        if audit is not None and audit.enabled and route in READ_ROUTES:
+        if audit.enabled and route in READ_ROUTES:
             _audit_read(audit, request, response.status, request_id, listener)
         metrics.observe_request(route, response.status, elapsed)
         fields: dict[str, Any] = {
@@ -207,8 +175,24 @@ def guard_middleware(
     *,
     metrics_public: bool,
 ) -> Any:
-    """The SSRF guard, in AWS's order (see module docstring), then the client's rate limit."""
+    """The SSRF guard in AWS's order (see module docstring): connections, proxies, identity, rate, method."""
     public = ALWAYS_PUBLIC | ({"/metrics"} if metrics_public else set())
+
+    async def identify(request: web.Request) -> str:
+        if sdk.is_sdk_request(request):
+            # AWS SDKs authenticate with SigV4: a SigV4 Authorization header is not a bearer token.
+            try:
+                return await sdk.authenticate(request, auth.secret_for)
+            except SignatureError as exc:
+                metrics.auth_failures.labels(
+                    "unknown_key" if isinstance(exc, UnrecognizedClient) else "bad_signature"
+                ).inc()
+                raise
+        who = auth.identify(request.headers, request.get(PEER_KEY))
+        if who.client is None:
+            metrics.auth_failures.labels(who.how).inc()
+            raise Forbidden("missing or invalid token")
+        return who.client
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -216,23 +200,16 @@ def guard_middleware(
             raise TooManyConnections("connection limit exceeded")
         if "X-Forwarded-For" in request.headers:
             raise BadRequest("requests with X-Forwarded-For are refused")
-        peer = peer_credentials(request.transport) if request.path not in public else None
-        if peer is not None:
-            request[PEER_KEY] = peer
-        if is_sdk_request(request):
-            # AWS SDKs authenticate with SigV4, verified by the handler; a SigV4
-            # Authorization header is not a bearer token and the method is POST.
-            return await handler(request)
         if request.path not in public:
-            who = auth.identify(request.headers, peer)
-            if who.client is None:
-                metrics.auth_failures.labels(who.how).inc()
-                raise Forbidden("missing or invalid token")
-            request[CLIENT_KEY] = who.client
-            if not rates.allow(who.client):
-                metrics.rate_limited.labels(who.client).inc()
+            peer = peer_credentials(request.transport)
+            if peer is not None:
+                request[PEER_KEY] = peer
+            client = await identify(request)
+            request[CLIENT_KEY] = client
+            if not rates.allow(client):
+                metrics.rate_limited.labels(client).inc()
                 raise TooManyRequests("client rate limit exceeded")
-        if request.method != "GET":
+        if request.method != "GET" and not sdk.is_sdk_request(request):
             raise MethodNotAllowed("only GET is allowed")
         return await handler(request)
 

@@ -2,9 +2,10 @@
 
 An app sets ``AWS_ENDPOINT_URL_SECRETS_MANAGER=http://127.0.0.1:2773``, its
 client name as ``AWS_ACCESS_KEY_ID`` and its token as ``AWS_SECRET_ACCESS_KEY``;
-its SDK signs requests with SigV4 as it always does, and the agent verifies
-them (:mod:`agent.server.sigv4`). Reads are served from the cache with the same
-policies, rate limits, audit and metrics as the HTTP API:
+its SDK signs requests with SigV4 as it always does, and the guard middleware
+verifies them (:func:`authenticate`, :mod:`agent.server.sigv4`). Reads are
+served from the cache with the same policies, rate limits, audit and metrics
+as the HTTP API:
 
 - ``GetSecretValue`` (SecretId, VersionId, VersionStage);
 - ``BatchGetSecretValue`` (SecretIdList; per-secret failures in ``Errors``);
@@ -14,19 +15,33 @@ Other operations get the AWS-format error an SDK maps to an exception; write
 operations are refused, never forwarded. Errors carry ``__type`` in the body
 and ``x-amzn-ErrorType`` in the header (botocore reads the first, the
 JavaScript SDK the second); client errors are 400 as in AWS, transient upstream
-faults 5xx so SDKs retry them.
+faults 5xx so SDKs retry them (:func:`error_response`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from agent.core.errors import AgentError, UpstreamError
-from agent.core.types import SecretValue, Selector
-from agent.server.sigv4 import SignatureError, SignedRequest, verify
+from agent.access.audit import served
+from agent.core.errors import (
+    AgentError,
+    Forbidden,
+    RequestError,
+    SerializationError,
+    TooManyConnections,
+    TooManyRequests,
+    UnknownOperation,
+    UpstreamError,
+    ValidationError,
+)
+from agent.core.types import CURRENT, SecretValue, Selector
+from agent.server.context import CACHE_KEY, CLIENT_KEY, COMPONENTS, DECISION_KEY, SECRET_ID_KEY, SERVED_KEY
+from agent.server.sigv4 import SignedRequest, verify
+from agent.upstream.source import BATCH_LIMIT, SecretMeta
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "secretsmanager."
@@ -50,40 +65,35 @@ WRITE_OPERATIONS = frozenset(
         "StopReplicationToReplica",
     }
 )
-BATCH_LIMIT = 20
-
-
-class SdkError(Exception):
-    """An error in AWS JSON-protocol form."""
-
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
 
 
 def is_sdk_request(request: web.Request) -> bool:
-    """``POST /`` with a ``secretsmanager.*`` X-Amz-Target: the SDK route."""
+    """``POST /`` with an X-Amz-Target: the SDK route."""
     return request.method == "POST" and request.path == "/" and "X-Amz-Target" in request.headers
 
 
-def error_response(code: str, message: str, status: int = 400) -> web.Response:
-    """The AWS JSON error: ``__type`` in the body and ``x-amzn-ErrorType`` in the header."""
-    body = json.dumps({"__type": code, "message": message, "Message": message})
+# ----------------------------------------------------------------------------- errors
+
+
+def _sdk_code_and_status(error: AgentError) -> tuple[str, int]:
+    """What an SDK expects: 400 for client errors (throttling spelt as AWS does), 5xx only for transient faults."""
+    if isinstance(error, TooManyRequests | TooManyConnections):
+        return "ThrottlingException", 400
+    if isinstance(error, UpstreamError) and error.transient and error.code != "ThrottlingException":
+        return error.code, 503
+    if isinstance(error, RequestError | UpstreamError):
+        return error.code, 400
+    return error.code, error.status
+
+
+def error_response(error: AgentError) -> web.Response:
+    """The AWS JSON-protocol error: ``__type`` in the body and ``x-amzn-ErrorType`` in the header."""
+    code, status = _sdk_code_and_status(error)
+    body = json.dumps({"__type": code, "message": error.message, "Message": error.message})
     return web.Response(status=status, text=body, content_type=CONTENT_TYPE, headers={"x-amzn-ErrorType": code})
 
 
-def from_agent_error(error: AgentError) -> SdkError:
-    """Map our errors to the status an SDK expects: 400 for client errors, 5xx only for transient faults."""
-    if isinstance(error, UpstreamError) and error.transient and error.code != "ThrottlingException":
-        return SdkError(error.code, error.message, 503)
-    return SdkError(error.code, error.message, 400)
-
-
-def value_json(value: SecretValue) -> dict[str, Any]:
-    """GetSecretValue's response shape: CreatedDate an epoch number, SecretBinary base64."""
-    return value.aws_fields(created_as_string=False)
+# ----------------------------------------------------------------------------- authentication
 
 
 def signed_request(request: web.Request, body: bytes) -> SignedRequest:
@@ -97,35 +107,36 @@ def signed_request(request: web.Request, body: bytes) -> SignedRequest:
     )
 
 
-def authenticate(request: web.Request, body: bytes, secret_for: Any) -> str:
-    """Verify SigV4 and return the client name, or raise :class:`SdkError`."""
-    try:
-        return verify(signed_request(request, body), secret_for)
-    except SignatureError as exc:
-        raise SdkError(exc.code, exc.message, 400) from exc
+async def authenticate(request: web.Request, secret_for: Callable[[str], str | None]) -> str:
+    """Verify SigV4 over the body as received; the client name, or a :class:`~agent.core.errors.SignatureError`."""
+    body = await request.read()  # aiohttp keeps it: the handler reads the same bytes
+    return verify(signed_request(request, body), secret_for)
+
+
+# ----------------------------------------------------------------------------- request and response shapes
 
 
 def operation_of(request: web.Request) -> str:
     """``GetSecretValue`` from ``secretsmanager.GetSecretValue``; other services are refused."""
     target = request.headers.get("X-Amz-Target", "")
     if not target.startswith(TARGET_PREFIX):
-        raise SdkError("UnknownOperationException", f"this endpoint serves Secrets Manager only, not {target!r}")
+        raise UnknownOperation(f"this endpoint serves Secrets Manager only, not {target!r}")
     operation = target[len(TARGET_PREFIX) :]
     if operation in WRITE_OPERATIONS:
-        raise SdkError("AccessDeniedException", f"{operation} is refused: the agent serves reads only")
+        raise Forbidden(f"{operation} is refused: the agent serves reads only")
     if operation not in READ_OPERATIONS:
-        raise SdkError("UnknownOperationException", f"{operation} is not supported by the agent")
+        raise UnknownOperation(f"{operation} is not supported by the agent")
     return operation
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
-    """The JSON request body (an object), or a ValidationException."""
+    """The JSON request body (an object), or a SerializationException."""
     try:
         data = json.loads(body or b"{}")
     except ValueError as exc:
-        raise SdkError("SerializationException", "the request body is not JSON") from exc
+        raise SerializationError("the request body is not JSON") from exc
     if not isinstance(data, dict):
-        raise SdkError("SerializationException", "the request body must be a JSON object")
+        raise SerializationError("the request body must be a JSON object")
     return data
 
 
@@ -134,7 +145,7 @@ def selector_of(params: dict[str, Any]) -> Selector:
     version_id, version_stage = params.get("VersionId"), params.get("VersionStage")
     for name, value in (("VersionId", version_id), ("VersionStage", version_stage)):
         if value is not None and (not isinstance(value, str) or not value):
-            raise SdkError("ValidationException", f"{name} must be a non-empty string")
+            raise ValidationError(f"{name} must be a non-empty string")
     return Selector(version_id=version_id, version_stage=version_stage)
 
 
@@ -142,12 +153,17 @@ def secret_id_of(params: dict[str, Any], key: str = "SecretId") -> str:
     """The required SecretId."""
     secret_id = params.get(key)
     if not isinstance(secret_id, str) or not secret_id:
-        raise SdkError("ValidationException", f"1 validation error detected: {key} must not be null")
+        raise ValidationError(f"1 validation error detected: {key} must not be null")
     return secret_id
 
 
-def describe_json(meta: Any) -> dict[str, Any]:
-    """DescribeSecret's response shape from a :class:`~agent.upstream.secretsmanager.SecretMeta`."""
+def value_json(value: SecretValue) -> dict[str, Any]:
+    """GetSecretValue's response shape: CreatedDate an epoch number, SecretBinary base64."""
+    return value.aws_fields(created_as_string=False)
+
+
+def describe_json(meta: SecretMeta) -> dict[str, Any]:
+    """DescribeSecret's response shape."""
     body: dict[str, Any] = {
         "ARN": meta.arn,
         "Name": meta.name,
@@ -158,3 +174,66 @@ def describe_json(meta: Any) -> dict[str, Any]:
         body["NextRotationDate"] = meta.next_rotation
         body["RotationEnabled"] = True
     return body
+
+
+# ----------------------------------------------------------------------------- the handler
+
+
+async def sdk_endpoint(request: web.Request) -> web.Response:
+    """``POST /``: one read operation, for a client the guard already verified and rate-limited."""
+    operation = operation_of(request)
+    params = parse_body(await request.read())
+    if operation == "GetSecretValue":
+        reply = await _get(request, params)
+    elif operation == "BatchGetSecretValue":
+        reply = await _batch(request, params)
+    else:
+        reply = await _describe(request, params)
+    return web.Response(text=json.dumps(reply), content_type=CONTENT_TYPE)
+
+
+async def _get(request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+    secret_id = secret_id_of(params)
+    request[SECRET_ID_KEY] = secret_id
+    selector = selector_of(params)
+    lookup = await request.app[COMPONENTS].reader.read(request[CLIENT_KEY], secret_id, selector)
+    request[DECISION_KEY] = "allow"
+    request[CACHE_KEY] = lookup.outcome
+    request[SERVED_KEY] = [served(lookup.value, selector)]
+    return value_json(lookup.value)
+
+
+async def _describe(request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+    secret_id = secret_id_of(params)
+    request[SECRET_ID_KEY] = secret_id
+    meta = await request.app[COMPONENTS].reader.describe(request[CLIENT_KEY], secret_id)
+    request[DECISION_KEY] = "allow"
+    return describe_json(meta)
+
+
+async def _batch(request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+    ids = params.get("SecretIdList")
+    if params.get("Filters"):
+        raise ValidationError("Filters are not supported by the agent; pass SecretIdList")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
+        raise ValidationError("SecretIdList must be a non-empty list of secret ids")
+    if len(ids) > BATCH_LIMIT:
+        raise ValidationError(f"SecretIdList holds at most {BATCH_LIMIT} ids")
+    reader, client = request.app[COMPONENTS].reader, request[CLIENT_KEY]
+    values: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    audited: list[dict[str, Any]] = []
+    for secret_id in ids:
+        try:
+            lookup = await reader.read(client, secret_id, CURRENT)
+        except AgentError as exc:
+            errors.append({"SecretId": secret_id, "ErrorCode": exc.code, "Message": exc.message})
+            decision = "deny" if exc.status == 403 else "allow"
+            audited.append({"secret_id": secret_id, "decision": decision, "status": exc.status})
+            continue
+        values.append(value_json(lookup.value))
+        item = {"secret_id": secret_id, **served(lookup.value, CURRENT), "decision": "allow", "status": 200}
+        audited.append({**item, "cache": lookup.outcome})
+    request[DECISION_KEY] = "allow"
+    request[SERVED_KEY] = audited
+    return {"SecretValues": values, "Errors": errors}

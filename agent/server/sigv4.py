@@ -28,6 +28,10 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qsl, quote
 
+from agent.core.errors import IncompleteSignature, InvalidSignature, SignatureError, UnrecognizedClient
+
+__all__ = ["SignatureError", "SignedRequest", "signing_key", "verify"]
+
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "secretsmanager"
 MAX_SKEW = timedelta(minutes=5)
@@ -36,15 +40,6 @@ _AUTH = re.compile(
     r"\s*Signature=(?P<signature>[0-9a-f]{64})$"
 )
 _SPACES = re.compile(r"\s+")
-
-
-class SignatureError(Exception):
-    """The request's signature cannot be accepted; ``code`` is the AWS error an SDK expects."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -82,54 +77,54 @@ def _request_time(request: SignedRequest, signed: list[str]) -> tuple[str, datet
         try:
             moment = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
         except ValueError as exc:
-            raise SignatureError("IncompleteSignatureException", "X-Amz-Date is not in YYYYMMDDTHHMMSSZ form") from exc
+            raise IncompleteSignature("X-Amz-Date is not in YYYYMMDDTHHMMSSZ form") from exc
         return amz_date, moment
     if "date" in signed and request.headers.get("Date"):
         try:
             moment = parsedate_to_datetime(request.headers["Date"]).astimezone(UTC)
         except (TypeError, ValueError) as exc:
-            raise SignatureError("IncompleteSignatureException", "the Date header cannot be parsed") from exc
+            raise IncompleteSignature("the Date header cannot be parsed") from exc
         return moment.strftime("%Y%m%dT%H%M%SZ"), moment
-    raise SignatureError("IncompleteSignatureException", "the request must carry a signed X-Amz-Date or Date header")
+    raise IncompleteSignature("the request must carry a signed X-Amz-Date or Date header")
 
 
 def verify(request: SignedRequest, secret_for: Callable[[str], str | None], now: datetime | None = None) -> str:
     """Check the signature; return the access key id (the client name) or raise :class:`SignatureError`."""
     match = _AUTH.match(request.headers.get("Authorization", "").strip())
     if match is None:
-        raise SignatureError("IncompleteSignatureException", "Authorization is not a complete AWS4-HMAC-SHA256 header")
+        raise IncompleteSignature("Authorization is not a complete AWS4-HMAC-SHA256 header")
     scope_parts = match["credential"].split("/")
     if len(scope_parts) != 5 or scope_parts[4] != "aws4_request":
-        raise SignatureError("IncompleteSignatureException", "the credential scope is malformed")
+        raise IncompleteSignature("the credential scope is malformed")
     access_key, date, region, service, _ = scope_parts
     if service != SERVICE:
-        raise SignatureError("InvalidSignatureException", f"credential scope is for {service!r}, not secretsmanager")
+        raise InvalidSignature(f"credential scope is for {service!r}, not secretsmanager")
     signed = match["signed"].split(";")
     for required in ("host", "x-amz-target"):
         # X-Amz-Target names the operation: unsigned, a captured request could be replayed as another one.
         if required not in signed:
-            raise SignatureError("InvalidSignatureException", f"the {required} header must be signed")
+            raise InvalidSignature(f"the {required} header must be signed")
     stamp, moment = _request_time(request, signed)
     if stamp[:8] != date:
-        raise SignatureError("InvalidSignatureException", "the credential scope date does not match the request date")
+        raise InvalidSignature("the credential scope date does not match the request date")
     current = now or datetime.now(UTC)
     if abs(current - moment) > MAX_SKEW:
-        raise SignatureError("InvalidSignatureException", f"Signature expired: {stamp} is not within 5 minutes of now")
+        raise InvalidSignature(f"Signature expired: {stamp} is not within 5 minutes of now")
     secret = secret_for(access_key)
     if secret is None:
-        raise SignatureError("UnrecognizedClientException", "The security token included in the request is invalid.")
+        raise UnrecognizedClient("The security token included in the request is invalid.")
     declared = request.headers.get("X-Amz-Content-Sha256")
     if declared == "UNSIGNED-PAYLOAD" or (declared and declared.startswith("STREAMING-")):
-        raise SignatureError("InvalidSignatureException", "unsigned payloads are not accepted")
+        raise InvalidSignature("unsigned payloads are not accepted")
     payload_hash = hashlib.sha256(request.body).hexdigest()
     if declared and not hmac.compare_digest(declared.encode("utf-8", "surrogateescape"), payload_hash.encode()):
-        raise SignatureError("InvalidSignatureException", "X-Amz-Content-Sha256 does not match the body")
+        raise InvalidSignature("X-Amz-Content-Sha256 does not match the body")
     path, _, query = request.raw_path.partition("?")
     canonical_headers = ""
     for name in signed:
         values = request.header_values(name)
         if not values:
-            raise SignatureError("InvalidSignatureException", f"signed header {name!r} is missing")
+            raise InvalidSignature(f"signed header {name!r} is missing")
         canonical_headers += f"{name}:{','.join(_SPACES.sub(' ', v.strip()) for v in values)}\n"
     canonical = "\n".join(
         [request.method, path or "/", _canonical_query(query), canonical_headers, match["signed"], payload_hash]
@@ -139,8 +134,7 @@ def verify(request: SignedRequest, secret_for: Callable[[str], str | None], now:
     to_sign = "\n".join([ALGORITHM, stamp, scope, canonical_hash])
     expected = hmac.new(signing_key(secret, date, region, service), to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode(), match["signature"].encode()):
-        raise SignatureError(
-            "InvalidSignatureException",
+        raise InvalidSignature(
             "The request signature we calculated does not match the signature you provided.",
         )
     return access_key

@@ -10,24 +10,22 @@ agent does not cache, unparseable bodies) are left alone: the queue may be share
 and a redrive policy should catch poison messages. A message whose refresh
 failed transiently is not deleted, so SQS redelivers it.
 
-Each long poll (up to 20 s) runs in a short-lived *daemon* thread, not the
-shared pool: a pool worker blocked in a poll would hold interpreter exit for up
-to 20 s after SIGTERM.
+SQS calls go through the upstream pool like every other AWS call (counted in
+``secrets_agent_upstream_calls_total``); its workers are daemon threads, so a
+long poll (up to 20 s) in flight at SIGTERM does not hold the process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from agent.core.errors import UpstreamError
 from agent.core.log import get_logger
 from agent.core.metrics import Metrics
-from agent.upstream.secretsmanager import translate
+from agent.upstream.calls import UpstreamCalls
 from agent.upstream.throttle import Backoff
 
 log = get_logger("agent.upstream.events")
@@ -42,8 +40,8 @@ RELEVANT_EVENTS = frozenset(
         "DeleteSecret",
     }
 )
-MAX_MESSAGES = 10
-T = TypeVar("T")
+MAX_MESSAGES = 10  # ReceiveMessage's maximum
+RECEIVE_BACKOFF_CAP_SECONDS = 60.0
 SecretRefresher = Callable[[str], Awaitable[bool]]
 
 
@@ -80,68 +78,46 @@ def parse_event(body: str) -> tuple[str, list[str]] | None:
     return str(detail["eventName"]), list(dict.fromkeys(refs))
 
 
-def _in_daemon_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def deliver(setter: Callable[[], None]) -> None:
-        if not future.done():
-            setter()
-
-    def target() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:  # handed to the awaiting coroutine
-            error = exc  # `exc` is unbound after the except block; the callback runs later
-            with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting
-                loop.call_soon_threadsafe(deliver, lambda: future.set_exception(error))
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(deliver, lambda: future.set_result(result))
-
-    threading.Thread(target=target, name="sqs-poll", daemon=True).start()
-    return future
-
-
 class EventListener:
     """Long-polls one SQS queue and refreshes secrets named by its events."""
 
     def __init__(
         self,
         sqs: Any,
+        calls: UpstreamCalls,
         queue_url: str,
         refresh: SecretRefresher,
         *,
-        wait_seconds: int = 20,
-        metrics: Metrics | None = None,
+        metrics: Metrics,
+        wait_seconds: int,
     ) -> None:
         self._sqs = sqs
+        self._calls = calls
         self._queue_url = queue_url
         self._refresh = refresh
         self._wait = wait_seconds
         self._metrics = metrics
 
     def _count(self, outcome: str) -> None:
-        if self._metrics is not None:
-            self._metrics.event_messages.labels(outcome).inc()
+        self._metrics.event_messages.labels(outcome).inc()
 
     async def run(self) -> None:
         """Poll until cancelled; back off (full jitter) while the queue cannot be read."""
-        backoff = Backoff(base=1.0, cap=60.0)
+        backoff = Backoff(base=1.0, cap=RECEIVE_BACKOFF_CAP_SECONDS)
         log.info("events_listening", queue=self._queue_url)
         while True:
             try:
-                reply = await _in_daemon_thread(
-                    lambda: self._sqs.receive_message(
-                        QueueUrl=self._queue_url,
-                        MaxNumberOfMessages=MAX_MESSAGES,
-                        WaitTimeSeconds=self._wait,
-                    )
+                reply = await self._calls.call(
+                    "ReceiveMessage",
+                    self._sqs.receive_message,
+                    service="SQS",
+                    QueueUrl=self._queue_url,
+                    MaxNumberOfMessages=MAX_MESSAGES,
+                    WaitTimeSeconds=self._wait,
                 )
-            except Exception as exc:  # botocore errors are translated for the log line
-                error = translate(exc)
+            except UpstreamError as exc:
                 delay = backoff.next_delay()
-                log.warning("events_receive_failed", error=error.code, reason=error.message, retry_in=round(delay, 1))
+                log.warning("events_receive_failed", error=exc.code, reason=exc.message, retry_in=round(delay, 1))
                 await asyncio.sleep(delay)
                 continue
             backoff.reset()
@@ -174,10 +150,15 @@ class EventListener:
             self._count("ignored")
             return "ignored"
         try:
-            receipt = message["ReceiptHandle"]
-            await _in_daemon_thread(lambda: self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=receipt))
-        except Exception as exc:  # the refresh happened; a redelivery is harmless
-            log.warning("event_delete_failed", error=translate(exc).code)
+            await self._calls.call(
+                "DeleteMessage",
+                self._sqs.delete_message,
+                service="SQS",
+                QueueUrl=self._queue_url,
+                ReceiptHandle=message["ReceiptHandle"],
+            )
+        except (UpstreamError, KeyError) as exc:  # the refresh happened; a redelivery is harmless
+            log.warning("event_delete_failed", error=getattr(exc, "code", type(exc).__name__))
         log.info("event_handled", event_name=event_name)
         self._count("handled")
         return "handled"

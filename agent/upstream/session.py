@@ -24,13 +24,14 @@ from botocore.credentials import (
     Credentials,
     DeferredRefreshableCredentials,
 )
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+from botocore.exceptions import NoRegionError
 
 from agent.config import AwsSettings
-from agent.core.errors import CredentialsError
+from agent.core.errors import CredentialsError, UpstreamError
+from agent.upstream.calls import UpstreamCalls
 
 # Upstream HTTP pool: enough for prefetch batches and concurrent misses; the
-# thread pool in source.py is sized to match.
+# worker pool (agent.upstream.calls) is sized to match.
 MAX_POOL_CONNECTIONS = 10
 CONNECT_TIMEOUT_SECONDS = 3
 ROLE_SESSION_NAME = "secrets-agent"
@@ -119,26 +120,17 @@ def build_clients(settings: AwsSettings, *, with_sqs: bool = False) -> AwsClient
     return AwsClients(secretsmanager=secretsmanager, sts=sts, region=secretsmanager.meta.region_name, sqs=sqs)
 
 
-def caller_identity(clients: AwsClients) -> dict[str, str]:
-    """STS GetCallerIdentity; raises :class:`CredentialsError` with a clear reason.
-
-    Blocking: call it from a worker thread.
-    """
+async def caller_identity(clients: AwsClients, calls: UpstreamCalls) -> dict[str, str]:
+    """STS GetCallerIdentity through the upstream pool; raises :class:`CredentialsError` with a clear reason."""
     try:
-        reply = clients.sts.get_caller_identity()
-    except NoCredentialsError as exc:
-        raise CredentialsError(
-            "no AWS credentials found (checked env, shared profile, web identity, "
-            "container and instance metadata); give the agent a role or set credentials"
-        ) from exc
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code, message = error.get("Code", "Unknown"), error.get("Message", "")
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        if status >= 500 or "Throttl" in code:
-            raise CredentialsError(f"could not verify AWS credentials, STS answered {code}: {message}") from exc
-        raise CredentialsError(f"AWS rejected the agent's credentials: {code}: {message}") from exc
-    except (BotoCoreError, ValueError) as exc:
-        # ValueError covers botocore's ResponseParserError (an unparseable reply).
-        raise CredentialsError(f"could not verify AWS credentials: {type(exc).__name__}") from exc
+        reply = await calls.call("GetCallerIdentity", clients.sts.get_caller_identity, service="STS")
+    except UpstreamError as exc:
+        if exc.code == "CredentialsUnavailable":
+            raise CredentialsError(
+                "no AWS credentials found (checked env, shared profile, web identity, "
+                "container and instance metadata); give the agent a role or set credentials"
+            ) from exc
+        if exc.transient:
+            raise CredentialsError(f"could not verify AWS credentials, STS answered {exc.code}: {exc.message}") from exc
+        raise CredentialsError(f"AWS rejected the agent's credentials: {exc.code}: {exc.message}") from exc
     return {"account": reply.get("Account", ""), "arn": reply.get("Arn", "")}

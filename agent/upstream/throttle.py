@@ -23,6 +23,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from agent.core.errors import UpstreamClosed
+
 THROTTLE_CODES = frozenset(
     {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded", "SlowDown"}
 )
@@ -31,10 +33,6 @@ THROTTLE_QUIET_SECONDS = 30.0
 # Threads wake and send a few ms after their slot; the margin keeps the rate
 # true as upstream observes it, not only as reserved here.
 SEND_JITTER_GUARD = 0.05
-
-
-class ClientClosed(RuntimeError):
-    """The agent is shutting down: no further upstream attempts are made."""
 
 
 class Backoff:
@@ -94,7 +92,7 @@ class AttemptPacer:
     def _before_send(self, **_kwargs: Any) -> None:
         # Returning None lets botocore send the request itself.
         if self._closed:
-            raise ClientClosed("the agent is shutting down")
+            raise UpstreamClosed("the agent is shutting down")
         with self._lock:
             now = self._clock()
             recent = self._recent

@@ -1,0 +1,91 @@
+"""Every ``[section] key`` the agent knows: its kind, default and range, stated once.
+
+The names here are the public contract: what users write in the TOML file and
+as ``SECRETS_AGENT_<SECTION>_<KEY>``. Arrays of tables (``[[clients]]``,
+``[[secret_policies]]``, ``[[templates]]``) are validated by their own
+modules and can only be written in the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agent.config import kinds
+from agent.config.delivery import env_refs
+
+DEFAULT_PORT = 2773  # AWS's agent and Lambda extension use it
+DEFAULT_TOKEN_HEADERS = ("X-Aws-Parameters-Secrets-Token", "X-Vault-Token")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "console")
+REFRESH_MODES = ("poll", "ttl")
+ON_CHANGE = ("restart", "signal", "none")
+ARRAY_SECTIONS = ("clients", "secret_policies", "templates")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: how to parse it and its default."""
+
+    parse: kinds.Parser
+    default: Any
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "server": {
+        "http_host": Key(kinds.string, "127.0.0.1"),
+        "http_port": Key(kinds.integer(0, 65535), DEFAULT_PORT),
+        "unix_socket": Key(kinds.optional_string, None),
+        "unix_socket_mode": Key(kinds.file_mode, 0o660),
+        "max_connections": Key(kinds.integer(1, 10_000), 800),
+        "allow_non_loopback": Key(kinds.boolean, False),
+    },
+    "auth": {
+        "token": Key(kinds.string, "env:AWS_TOKEN"),
+        "headers": Key(kinds.string_list, DEFAULT_TOKEN_HEADERS),
+    },
+    "aws": {
+        "region": Key(kinds.optional_string, None),
+        "endpoint_url": Key(kinds.optional_string, None),
+        "role_arn": Key(kinds.optional_string, None),
+        "validate_credentials": Key(kinds.boolean, True),
+        "read_timeout_seconds": Key(kinds.integer(1, 120), 10),
+        "max_attempts": Key(kinds.integer(1, 10), 3),  # botocore "standard" retry mode's own default
+    },
+    "cache": {
+        "ttl_seconds": Key(kinds.integer(0, 86_400), 300),  # AWS's agent's default TTL
+        "max_entries": Key(kinds.integer(1, 1_000_000), 1000),
+        "max_stale_seconds": Key(kinds.integer(0, 30 * 86_400), 86_400),
+    },
+    "refresh": {
+        "mode": Key(kinds.choice(*REFRESH_MODES), "poll"),
+        "interval_seconds": Key(kinds.integer(1, 86_400), 30),
+    },
+    "events": {
+        "sqs_queue_url": Key(kinds.optional_string, None),
+        "wait_time_seconds": Key(kinds.integer(1, 20), 20),  # SQS's longest long poll
+    },
+    "prefetch": {
+        "secrets": Key(kinds.string_list, ()),
+        "name_prefixes": Key(kinds.string_list, ()),
+        "tags": Key(kinds.tags, ()),
+    },
+    "log": {
+        "level": Key(kinds.choice(*LOG_LEVELS), "info"),
+        "format": Key(kinds.optional(kinds.choice(*LOG_FORMATS)), None),  # None: console on a TTY, else json
+    },
+    "metrics": {
+        "public": Key(kinds.boolean, False),
+    },
+    "audit": {
+        "path": Key(kinds.optional_string, None),
+    },
+    "exec": {
+        "command": Key(kinds.argv, ()),
+        "env": Key(env_refs, ()),
+        "on_change": Key(kinds.choice(*ON_CHANGE), "restart"),
+        "signal": Key(kinds.signal_name, "SIGHUP"),
+        "grace_seconds": Key(kinds.number(0.001, 86_400), 10.0),
+        "check_seconds": Key(kinds.number(0.001, 86_400), 2.0),
+    },
+}

@@ -1,0 +1,123 @@
+"""The frozen settings every component receives. Defaults live in :mod:`agent.config.schema`, once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from agent.config.access import ClientSettings, SecretPolicySettings, TokenRef
+from agent.config.delivery import ExecSettings, SystemdSettings, TemplateSettings
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Listeners and connection limits."""
+
+    http_host: str
+    http_port: int
+    unix_socket: str | None
+    unix_socket_mode: int
+    max_connections: int
+    allow_non_loopback: bool
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """How callers prove they may read."""
+
+    token: TokenRef | None  # None only when [[clients]] exist and auth.token is not set
+    headers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """How to reach AWS and as whom."""
+
+    region: str | None
+    endpoint_url: str | None
+    role_arn: str | None
+    validate_credentials: bool
+    read_timeout_seconds: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Cache bounds."""
+
+    ttl_seconds: int
+    max_entries: int
+    max_stale_seconds: int
+
+
+@dataclass(frozen=True)
+class RefreshSettings:
+    """How cached secrets are kept fresh: background polling or AWS-agent-style TTL."""
+
+    mode: Literal["poll", "ttl"]
+    interval_seconds: int
+
+
+@dataclass(frozen=True)
+class EventsSettings:
+    """Optional SQS queue fed by an EventBridge rule on aws.secretsmanager."""
+
+    sqs_queue_url: str | None
+    wait_time_seconds: int
+
+
+@dataclass(frozen=True)
+class PrefetchSettings:
+    """What to load before declaring readiness."""
+
+    secrets: tuple[str, ...]
+    name_prefixes: tuple[str, ...]
+    tags: tuple[tuple[str, str | None], ...]
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Log level and rendering."""
+
+    level: str
+    format: Literal["json", "console"]
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Whether ``/metrics`` may be scraped without a token."""
+
+    public: bool
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Where audit records go: a file path, ``-`` for stdout, or None (off)."""
+
+    path: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the agent (and its CLI) needs, validated once."""
+
+    server: ServerSettings
+    auth: AuthSettings
+    aws: AwsSettings
+    cache: CacheSettings
+    prefetch: PrefetchSettings
+    log: LogSettings
+    metrics: MetricsSettings
+    refresh: RefreshSettings
+    events: EventsSettings
+    audit: AuditSettings
+    exec: ExecSettings
+    clients: tuple[ClientSettings, ...] = ()
+    secret_policies: tuple[SecretPolicySettings, ...] = ()
+    templates: tuple[TemplateSettings, ...] = ()
+    systemd: SystemdSettings = field(default_factory=SystemdSettings)
+    # The token `get`, `wait` and `exec` present to a running agent: --token-file or
+    # SECRETS_AGENT_TOKEN, else auth.token. None: rely on the Unix peer's uid/gid.
+    caller_token: TokenRef | None = None
+    warnings: tuple[str, ...] = ()
+    source: str | None = None

@@ -1,0 +1,54 @@
+"""What handlers and middleware share: the typed app state and the per-request keys.
+
+:class:`Components` holds exactly what request handling needs. Collaborators
+production always has are required; the two that are optional really are
+(templates exist only when ``[[templates]]`` is configured).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from agent.access.audit import AuditLog
+from agent.access.identity import Authenticator, Peer, RateLimiter
+from agent.cache.refresher import Refresher
+from agent.cache.store import SecretCache
+from agent.core.metrics import Metrics
+from agent.server.connections import ConnectionLimiter
+from agent.server.reader import SecretReader
+
+if TYPE_CHECKING:  # for typing only: Jinja2 is loaded only when templates are configured
+    from agent.delivery.templates import TemplateRenderer
+
+
+@dataclass
+class Components:
+    """The collaborators request handling needs; built by :mod:`agent.server.lifecycle` (or a test)."""
+
+    cache: SecretCache
+    refresher: Refresher
+    reader: SecretReader
+    auth: Authenticator
+    rates: RateLimiter
+    metrics: Metrics
+    limiter: ConnectionLimiter
+    audit: AuditLog
+    metrics_public: bool = False
+    templates: TemplateRenderer | None = None
+    # Set once prefetch and the first template render are done (readiness, READY=1).
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+COMPONENTS = web.AppKey("components", Components)
+
+CLIENT_KEY = web.RequestKey("client", str)
+SECRET_ID_KEY = web.RequestKey("secret_id", str)
+CACHE_KEY = web.RequestKey("cache", str)
+PEER_KEY = web.RequestKey("peer", Peer)
+DECISION_KEY = web.RequestKey("decision", str)
+# One dict per secret read (name, arn, version_id, version_stage; for batches also decision/status).
+SERVED_KEY = web.RequestKey("served", list)

@@ -1,0 +1,38 @@
+"""Health and metrics routes: ``/ping``, ``/healthz``, ``/readyz``, ``/metrics``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agent.core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from agent.server.context import COMPONENTS
+
+
+async def ping(_request: web.Request) -> web.Response:
+    """AWS-agent health check."""
+    return web.Response(text="healthy")
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.Response(text="ok")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: prefetch and first template render done, no prefetched secret past the stale bound."""
+    parts = request.app[COMPONENTS]
+    if not parts.started.is_set():
+        return web.Response(status=503, text="not ready: prefetch in progress")
+    ready, reason = await parts.refresher.ready()
+    if ready and parts.templates is not None and not parts.templates.all_rendered:
+        ready, reason = False, "a template has not rendered yet"
+    return web.Response(status=200 if ready else 503, text=reason if ready else f"not ready: {reason}")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition."""
+    parts = request.app[COMPONENTS]
+    parts.metrics.cache_entries.set(len(parts.cache))
+    response = web.Response(body=parts.metrics.render(await parts.cache.ages()))
+    response.headers["Content-Type"] = METRICS_CONTENT_TYPE
+    return response

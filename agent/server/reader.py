@@ -1,0 +1,63 @@
+"""Reads decided by policy: the one path every route (HTTP and SDK) takes to a secret.
+
+A read is decided twice. First on every name the request can be known by,
+before any upstream call, so a denied read costs nothing upstream and looks
+the same whether or not the secret exists. Then, once the value (or metadata)
+is in hand, on the secret's canonical name and ARN only, so a guessed partial
+ARN can never widen an allow (see :mod:`agent.access.policy`).
+"""
+
+from __future__ import annotations
+
+from agent.access.policy import Policy, canonical_ids, subject_ids
+from agent.cache.store import Lookup, SecretCache
+from agent.core.errors import Forbidden
+from agent.core.metrics import Metrics
+from agent.core.types import Selector
+from agent.upstream.source import SecretMeta
+
+ACCESS_DENIED = "access to this secret is denied"
+
+
+class SecretReader:
+    """Policy-checked reads through the cache, counted per client and decision."""
+
+    def __init__(self, cache: SecretCache, policy: Policy, metrics: Metrics) -> None:
+        self._cache = cache
+        self._policy = policy
+        self._metrics = metrics
+
+    def _deny(self, client: str) -> Forbidden:
+        self._metrics.observe_read(client, "deny")
+        return Forbidden(ACCESS_DENIED)  # same body whether or not the secret exists
+
+    def check(self, client: str, secret_id: str) -> None:
+        """Raise Forbidden unless ``client`` may read ``secret_id``; decided without any upstream call."""
+        if self._policy.unrestricted(client):
+            return
+        arn = self._cache.resolve(secret_id)
+        ids = subject_ids(secret_id, arn=arn, name=self._cache.name_of(arn) if arn else None)
+        if not self._policy.allows(client, ids):
+            raise self._deny(client)
+
+    def check_canonical(self, client: str, *, arn: str, name: str) -> None:
+        """The final decision, on the secret's own name and ARN (never on what the caller typed)."""
+        if self._policy.unrestricted(client):
+            return
+        if not self._policy.allows(client, canonical_ids(arn=arn, name=name)):
+            raise self._deny(client)
+
+    async def read(self, client: str, secret_id: str, selector: Selector, *, refresh: bool = False) -> Lookup:
+        """Early policy check, the cache read, then the canonical check."""
+        self.check(client, secret_id)
+        lookup = await self._cache.get(secret_id, selector, refresh=refresh)
+        self.check_canonical(client, arn=lookup.value.arn, name=lookup.value.name)
+        self._metrics.observe_read(client, "allow")
+        return lookup
+
+    async def describe(self, client: str, secret_id: str) -> SecretMeta:
+        """A secret's metadata, under the same two decisions as a read."""
+        self.check(client, secret_id)
+        meta = await self._cache.describe(secret_id)
+        self.check_canonical(client, arn=meta.arn, name=meta.name)
+        return meta

@@ -1,0 +1,80 @@
+"""The seam between the cache and AWS: :class:`SecretSource`, and the plain records it returns.
+
+The cache and refresher depend only on this protocol, so their logic is
+unit-tested against a fake; :class:`~agent.upstream.secretsmanager.SecretsManagerSource`
+is the real implementation. API limits the planners need are stated here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from agent.core.errors import UpstreamError
+from agent.core.types import AWSCURRENT, SecretValue, Selector
+
+BATCH_LIMIT = 20  # BatchGetSecretValue's documented maximum SecretIdList length
+LIST_PAGE_SIZE = 100  # ListSecrets' documented maximum MaxResults
+NAME_FILTER_VALUES = 10  # ListSecrets accepts at most 10 values per filter
+
+
+@dataclass(frozen=True)
+class SecretMeta:
+    """What ListSecrets/DescribeSecret say about a secret, without its value."""
+
+    arn: str
+    name: str
+    versions_to_stages: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    next_rotation: float | None = None
+    deleted: bool = False
+
+    def version_for_stage(self, stage: str) -> str | None:
+        """The version id that carries ``stage``, if any."""
+        for version, stages in self.versions_to_stages.items():
+            if stage in stages:
+                return version
+        return None
+
+    @property
+    def current_version(self) -> str | None:
+        """The version id that carries ``AWSCURRENT``, if known."""
+        return self.version_for_stage(AWSCURRENT)
+
+
+@dataclass
+class BatchResult:
+    """Values fetched, and per-id failures (id as asked → error)."""
+
+    values: list[SecretValue] = field(default_factory=list)
+    errors: dict[str, UpstreamError] = field(default_factory=dict)
+
+
+class SecretSource(Protocol):
+    """What the cache and refresher need from upstream."""
+
+    async def get_secret_value(self, secret_id: str, selector: Selector) -> SecretValue:
+        """Fetch one version of one secret."""
+        ...
+
+    async def batch_get(self, secret_ids: Sequence[str]) -> BatchResult:
+        """Fetch the current version of many secrets, in as few calls as allowed."""
+        ...
+
+    async def list_secrets(
+        self,
+        name_prefixes: Sequence[str] = (),
+        tag_keys: Sequence[str] = (),
+        *,
+        until: Callable[[dict[str, SecretMeta]], bool] | None = None,
+    ) -> list[SecretMeta]:
+        """List secrets (metadata only) matching any of the prefixes or tag keys.
+
+        ``until`` stops paging early once it returns True for what was seen.
+        """
+        ...
+
+    async def describe(self, secret_id: str) -> SecretMeta:
+        """DescribeSecret: one secret's metadata (stages, rotation, deletion)."""
+        ...
