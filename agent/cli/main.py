@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items() if hasattr(args, flag)}
-    return load_settings(args.config, overrides=overrides, stdout_is_tty=sys.stdout.isatty())
+    caller = args.command in ("get", "wait", "exec")
+    return load_settings(args.config, overrides=overrides, stdout_is_tty=sys.stdout.isatty(), caller=caller)
 
 
 def _prefetch_ids(settings: Settings) -> tuple[str, ...]:

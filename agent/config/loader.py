@@ -53,11 +53,15 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     stdout_is_tty: bool = False,
+    caller: bool = False,
 ) -> Settings:
     """Build :class:`Settings` from file, environment and CLI overrides.
 
     ``overrides`` maps dotted keys (``"server.http_port"``) to values from the
-    command line. Raises :class:`ConfigError` listing every problem found.
+    command line. ``caller`` is for ``get``/``wait``/``exec``: given a caller
+    token of its own (``--token-file``, ``SECRETS_AGENT_TOKEN``), a command need
+    not resolve the shared ``auth.token``. Raises :class:`ConfigError` listing
+    every problem found.
     """
     env = dict(os.environ if environ is None else environ)
     problems: Problems = []
@@ -91,11 +95,15 @@ def load_settings(
     clients = parse_clients(arrays.get("clients"), env, problems, warnings)
     templates = parse_templates(arrays.get("templates"), problems)
     policies = parse_secret_policies(arrays.get("secret_policies"), problems)
-    # With [[clients]] the shared token is optional: only an explicitly set one must resolve.
+    # With [[clients]] (or a caller's own token) the shared token is optional:
+    # only an explicitly set one must resolve.
+    caller_token = _caller_token(caller_file, env, problems, warnings)
     token_problems: Problems = []
     token = resolve_token(values["auth"]["token"], env, token_problems, warnings)
-    if not clients or "token" in raw["auth"]:
-        problems.extend(token_problems)
+    optional = bool(clients) or (caller and caller_token is not None)
+    if not optional or "token" in raw["auth"]:
+        hint = "; or present a client's token with --token-file FILE or SECRETS_AGENT_TOKEN" if caller else ""
+        problems.extend((key, reason + hint) for key, reason in token_problems)
     headers = tuple(h.strip() for h in values["auth"]["headers"] if h.strip())
     if not headers:
         problems.append(("auth.headers", "needs at least one header name"))
@@ -117,7 +125,7 @@ def load_settings(
             if reader not in known:
                 warnings.append(f"secret_policies[{index}] names client {reader!r}, which does not exist")
 
-    caller_token = _caller_token(caller_file, env, problems, warnings) or token
+    caller_token = caller_token or token
 
     if problems:
         raise ConfigError(problems)

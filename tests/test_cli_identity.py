@@ -1,0 +1,75 @@
+"""`get`, `wait` and `exec` authenticate the way the agent is configured, with the shared or a client's token."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent.dev.emulator import MotoServer
+from tests.conftest import AgentFactory, run_cli
+
+CLIENT_TOKEN = "ops-" + "c3" * 12
+
+
+def clients_only(tmp_path: Path) -> str:
+    """One client, recognised by its token only; no shared auth.token."""
+    path = tmp_path / "ops.token"
+    path.write_text(CLIENT_TOKEN)
+    path.chmod(0o600)
+    return f'[[clients]]\nname = "ops"\ntoken = "file://{path}"\nallow = ["ops/*"]\n'
+
+
+async def test_get_and_wait_work_when_auth_headers_leave_out_the_aws_header(
+    sm: Any, moto: MotoServer, run_agent: AgentFactory
+) -> None:
+    """With auth.headers = ["X-Vault-Token"] the CLI still authenticates (Authorization: Bearer)."""
+    sm.create_secret(Name="ops/key", SecretString="k-1")
+    async with run_agent(moto.url, auth__headers=["X-Vault-Token"], prefetch__secrets=["ops/key"]) as agent:
+        env = {"SECRETS_AGENT_SERVER_HTTP_PORT": str(agent.started.tcp[1])}
+        got = await asyncio.to_thread(run_cli, ["get", "ops/key"], env)
+        waited = await asyncio.to_thread(run_cli, ["wait", "--secrets", "ops/key", "--timeout", "10"], env)
+    assert (got.returncode, got.stdout) == (0, "k-1"), got.stderr
+    assert waited.returncode == 0, waited.stderr
+
+
+async def test_clients_only_agent_read_with_token_file_or_environment(
+    sm: Any, moto: MotoServer, run_agent: AgentFactory, tmp_path: Path
+) -> None:
+    """With only [[clients]] tokens, --token-file and SECRETS_AGENT_TOKEN name the client's token."""
+    sm.create_secret(Name="ops/key", SecretString="k-2")
+    token_path = tmp_path / "cli.token"
+    token_path.write_text(CLIENT_TOKEN + "\n")
+    token_path.chmod(0o600)
+    async with run_agent(moto.url, config=clients_only(tmp_path), shared_token=False) as agent:
+        env = {"SECRETS_AGENT_SERVER_HTTP_PORT": str(agent.started.tcp[1]), "AWS_TOKEN": ""}
+        by_file = await asyncio.to_thread(run_cli, ["get", "ops/key", "--token-file", str(token_path)], env)
+        by_env = await asyncio.to_thread(run_cli, ["get", "ops/key"], {**env, "SECRETS_AGENT_TOKEN": CLIENT_TOKEN})
+        waited = await asyncio.to_thread(
+            run_cli, ["wait", "--secrets", "ops/key", "--timeout", "10", "--token-file", str(token_path)], env
+        )
+        child = "import os, sys; sys.exit(0 if os.environ['KEY'] == 'k-2' else 5)"
+        execd = await asyncio.to_thread(
+            run_cli,
+            ["exec", "--token-file", str(token_path), "--env", "KEY=ops/key", "--", sys.executable, "-c", child],
+            env,
+        )
+        nothing = await asyncio.to_thread(run_cli, ["get", "ops/key"], env)
+    assert (by_file.returncode, by_file.stdout) == (0, "k-2"), by_file.stderr
+    assert (by_env.returncode, by_env.stdout) == (0, "k-2"), by_env.stderr
+    assert waited.returncode == 0, waited.stderr
+    assert execd.returncode == 0, execd.stderr
+    assert nothing.returncode == 2 and "--token-file" in nothing.stderr  # no token at all: says how to give one
+
+
+async def test_exec_refuses_a_name_that_is_not_a_signal() -> None:
+    """`exec --signal SIG_IGN` (and exec.signal from the environment) is a usage error (2) before anything runs."""
+    flag = await asyncio.to_thread(
+        run_cli, ["exec", "--on-change", "signal", "--signal", "SIG_IGN", "--env", "X=a", "--", "true"]
+    )
+    env = await asyncio.to_thread(
+        run_cli, ["exec", "--env", "X=a", "--", "true"], {"SECRETS_AGENT_EXEC_SIGNAL": "SIG_DFL"}
+    )
+    assert flag.returncode == 2 and "exec.signal" in flag.stderr, flag.stderr
+    assert env.returncode == 2 and "exec.signal" in env.stderr, env.stderr
