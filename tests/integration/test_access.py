@@ -13,8 +13,8 @@ import pytest
 from agent.config import load_settings
 from agent.core.errors import ConfigError
 from agent.dev.emulator import MotoServer
-from tests.conftest import TOKEN, AgentFactory, run_cli
-from tests.faultproxy import FaultProxy
+from tests.support.agent import TOKEN, AgentFactory, run_cli
+from tests.support.faultproxy import FaultProxy
 
 BILLING = "billing-" + "a1" * 12
 WEB = "web-" + "b2" * 12
@@ -259,7 +259,7 @@ async def test_upstream_failure_burst_is_audited(
     sm: Any, proxy: FaultProxy, run_agent: AgentFactory, tmp_path: Path
 ) -> None:
     """A run of transient upstream failures is one audit record when it starts and one when it ends."""
-    from tests.faultproxy import Fault
+    from tests.support.faultproxy import Fault
 
     sm.create_secret(Name="billing/db", SecretString="v")
     audit = tmp_path / "audit.log"

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 
 from agent.dev.emulator import MotoServer, free_port
-from tests.conftest import TOKEN, AgentProcess, run_cli
-from tests.faultproxy import Fault, FaultProxy
+from tests.support.agent import TOKEN, AgentProcess, run_cli
+from tests.support.faultproxy import Fault, FaultProxy
 
 StartProcess = Callable[..., AgentProcess]
 

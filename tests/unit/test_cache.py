@@ -11,7 +11,7 @@ from agent.cache.store import SecretCache
 from agent.core.errors import SecretNotFound, UpstreamDenied, UpstreamUnavailable
 from agent.core.types import CURRENT, Selector
 from agent.upstream.secretsmanager import SecretMeta
-from tests.fakes import FakeSource
+from tests.support.fakes import FakeSource
 
 
 class Clock:

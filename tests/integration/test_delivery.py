@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from agent.dev.emulator import MotoServer, free_port
-from tests.conftest import TOKEN, AgentFactory, AgentHandle, run_cli
+from tests.support.agent import TOKEN, AgentFactory, AgentHandle, run_cli
+from tests.support.paths import CONFIG
 
 CHILD_WRITES_ENV = textwrap.dedent(
     """
@@ -292,7 +293,7 @@ async def test_sd_notify(sm: Any, moto: MotoServer, run_agent: AgentFactory, sho
 @pytest.mark.skipif(not os.path.exists("/usr/bin/systemd-analyze"), reason="systemd-analyze not installed")
 def test_systemd_units_verify(tmp_path: Path) -> None:
     """config/secrets-agent.service and its token oneshot pass systemd-analyze verify."""
-    root = Path(__file__).resolve().parent.parent / "config"
+    root = CONFIG
     installed = Path(sys.executable).parent / "secrets-agent"
     units = []
     for name in ("secrets-agent.service", "secrets-agent-token.service"):
@@ -310,7 +311,7 @@ def test_platform_examples_are_well_formed() -> None:
 
     import yaml
 
-    root = Path(__file__).resolve().parent.parent / "config"
+    root = CONFIG
     docs = list(yaml.safe_load_all((root / "kubernetes" / "pod.yaml").read_text()))
     pod = next(doc for doc in docs if doc["kind"] == "Pod")
     sidecar = next(c for c in pod["spec"]["initContainers"] if c["name"] == "secrets-agent")

@@ -10,8 +10,8 @@ from typing import Any
 import boto3
 
 from agent.dev.emulator import MotoServer
-from tests.conftest import REGION, AgentFactory, AgentHandle
-from tests.faultproxy import FaultProxy
+from tests.support.agent import REGION, AgentFactory, AgentHandle
+from tests.support.faultproxy import FaultProxy
 
 VALUE_READS = ("GetSecretValue", "BatchGetSecretValue")
 

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from agent.dev.emulator import MotoServer
-from tests.conftest import TOKEN, AgentFactory
+from tests.support.agent import TOKEN, AgentFactory
 
 
 async def test_token_missing_and_wrong_look_identical(sm: Any, moto: MotoServer, run_agent: AgentFactory) -> None:

@@ -21,8 +21,9 @@ from botocore.credentials import Credentials
 from multidict import CIMultiDict
 
 from agent.server.sigv4 import SignatureError, SignedRequest, verify
-from tests.conftest import TOKEN, AgentFactory, AgentHandle
-from tests.faultproxy import FaultProxy
+from tests.support.agent import TOKEN, AgentFactory, AgentHandle
+from tests.support.faultproxy import FaultProxy
+from tests.support.paths import JS_DIR
 
 APP_TOKEN = "app-secret-" + "c3" * 12
 
@@ -209,9 +210,6 @@ def test_sigv4_accepts_botocore_and_rejects_tampering() -> None:
     with pytest.raises(SignatureError) as unknown:
         verify(botocore_signed(), lambda _key: None)
     assert unknown.value.code == "UnrecognizedClientException"
-
-
-JS_DIR = Path(__file__).resolve().parent / "js"
 
 
 @pytest.mark.skipif(

@@ -9,10 +9,10 @@ import pytest
 
 from agent.config import load_settings
 from agent.core.errors import ConfigError
-from tests.conftest import TOKEN, run_cli
+from tests.support.agent import TOKEN, run_cli
+from tests.support.paths import CONFIG, INVALID_CONFIGS
 
-ROOT = Path(__file__).resolve().parent.parent
-INVALID = sorted((Path(__file__).parent / "configs" / "invalid").glob("*.toml"))
+INVALID = sorted(INVALID_CONFIGS.glob("*.toml"))
 ENV = {"AWS_TOKEN": "t0ken"}
 
 
@@ -41,7 +41,7 @@ def test_example_config_is_valid_and_complete() -> None:
     """config/agent.toml parses and mentions every key the schema knows."""
     from agent.config import SCHEMA
 
-    path = ROOT / "config" / "agent.toml"
+    path = CONFIG / "agent.toml"
     load_settings(str(path), environ=ENV)
     text = path.read_text()
     for section, keys in SCHEMA.items():
@@ -167,7 +167,7 @@ def test_bad_token_form_does_not_echo_value() -> None:
 
 def test_check_config_cli_ok() -> None:
     """`check-config` exits 0 on the example config."""
-    result = run_cli(["check-config", "--config", str(ROOT / "config" / "agent.toml")])
+    result = run_cli(["check-config", "--config", str(CONFIG / "agent.toml")])
     assert result.returncode == 0, result.stderr
     assert "configuration OK" in result.stdout
     assert TOKEN not in result.stdout + result.stderr
@@ -175,7 +175,7 @@ def test_check_config_cli_ok() -> None:
 
 def test_check_config_cli_lists_every_problem() -> None:
     """`check-config` exits 2 and names every offending key in one message."""
-    path = Path(__file__).parent / "configs" / "invalid" / "many_problems.toml"
+    path = INVALID_CONFIGS / "many_problems.toml"
     result = run_cli(["check-config", "--config", str(path)])
     assert result.returncode == 2
     for key in expected_keys(path):

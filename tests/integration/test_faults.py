@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AgentFactory
-from tests.faultproxy import Fault, FaultProxy
+from tests.support.agent import AgentFactory
+from tests.support.faultproxy import Fault, FaultProxy
 
 SM_OPERATIONS = ("GetSecretValue", "BatchGetSecretValue", "DescribeSecret", "ListSecrets")
 
