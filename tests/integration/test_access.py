@@ -13,6 +13,7 @@ import pytest
 from agent.dev.emulator import MotoServer
 from tests.support.agent import TOKEN, AgentFactory, run_cli
 from tests.support.faultproxy import FaultProxy
+from tests.support.waiting import eventually
 
 BILLING = "billing-" + "a1" * 12
 WEB = "web-" + "b2" * 12
@@ -189,10 +190,11 @@ async def test_poll_rotation_is_audited(sm: Any, moto: MotoServer, run_agent: Ag
     ) as agent:
         await agent.wait_ready()
         sm.put_secret_value(SecretId="billing/db", SecretString="two")
-        for _ in range(50):
-            if (await agent.get("/value/billing/db", token=BILLING)).text == "two":
-                break
-            await asyncio.sleep(0.1)
+
+        async def rotated() -> bool:
+            return (await agent.get("/value/billing/db", token=BILLING)).text == "two"
+
+        await eventually(rotated, timeout=5, interval=0.1, message="the agent to serve the rotated value")
     rotations = [json.loads(line) for line in audit.read_text().splitlines() if '"rotation"' in line]
     assert [r["how"] for r in rotations] == ["poll"]
 
@@ -224,7 +226,7 @@ async def test_upstream_failure_burst_is_audited(
         first = await agent.get("/value/billing/db", token=BILLING)
         assert first.status == 502, (proxy.calls, proxy.faults)
         proxy.add(Fault("DescribeSecret", "error", status=500, code="InternalServiceError", times=1))
-        await asyncio.sleep(1.1)  # past the read backoff window for this key
+        await asyncio.sleep(1.1)  # deliberate: let this key's read backoff window pass, so the next read goes upstream
         assert (await agent.get("/value/billing/db", token=BILLING)).status == 200
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     kinds = [r["type"] for r in records if r["type"].startswith("upstream")]

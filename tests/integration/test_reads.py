@@ -108,7 +108,7 @@ async def test_ttl_bounds_unconfirmed_serving(sm: Any, proxy: FaultProxy, run_ag
     async with run_agent(proxy.url, cache__ttl_seconds=1) as agent:
         assert (await agent.get("/value/t")).text == "v1"
         sm.put_secret_value(SecretId="t", SecretString="v2")
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(1.2)  # deliberate: let the 1 s TTL lapse
         assert (await agent.get("/value/t")).text == "v2"
     assert proxy.calls["GetSecretValue"] == 2
 

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from agent.config import load_settings
 from agent.dev.emulator import free_port
 from agent.server.lifecycle import Started, serve
 from tests.support.environment import REGION
+from tests.support.waiting import eventually, wait_until
 
 __all__ = [
     "REGION",
@@ -104,12 +104,22 @@ class AgentHandle:
         return total
 
     async def wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (await self.get("/readyz", token=None)).status == 200:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("agent did not become ready")
+        """Wait until /readyz answers 200."""
+
+        async def ready() -> bool:
+            return (await self.get("/readyz", token=None)).status == 200
+
+        await eventually(ready, timeout=timeout, message="the agent to become ready")
+
+    async def wait_for_poll_passes(self, count: int, timeout: float = 15.0) -> None:
+        """Wait until ``count`` more change-detection passes have completed, counting from now."""
+        metric = "secrets_agent_poll_passes_total"
+        target = await self.metric(metric) + count
+
+        async def done() -> bool:
+            return await self.metric(metric) >= target
+
+        await eventually(done, timeout=timeout, interval=0.1, message=f"{count} more polling passes")
 
     async def close(self) -> None:
         await self.tcp.close()
@@ -213,16 +223,20 @@ class AgentProcess:
         return "".join(self.lines)
 
     def wait_for(self, needle: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """The first output line containing ``needle``; fails at once if the process exits before it."""
+
+        def line_with_needle() -> str | None:
             for line in list(self.lines):
                 if needle in line:
                     return line
             if self.process.poll() is not None:
                 self._reader.join(timeout=2)
                 raise AssertionError(f"process exited {self.process.returncode} before {needle!r}:\n{self.output}")
-            time.sleep(0.05)
-        raise AssertionError(f"{needle!r} not seen within {timeout}s:\n{self.output}")
+            return None
+
+        found = wait_until(line_with_needle, timeout=timeout, message=lambda: f"{needle!r} in:\n{self.output}")
+        assert found is not None
+        return found
 
     def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Send ``sig`` (None: just wait), wait for exit, kill after ``timeout``."""
