@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit js-sdk bench bench-freshness clean
+.PHONY: install demo test test-fast lint typecheck suite js-sdk bench bench-freshness clean
 
 # (Re)create the virtualenv and install the package with its dev/test extras
 # whenever pyproject.toml changes.
@@ -28,8 +28,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) js-sdk
+# The whole suite: tests/unit and tests/integration (real moto_server, agent processes, sockets).
+# (Formerly `unit`, renamed now that tests/unit holds only the unit tests.)
+suite: $(STAMP) js-sdk
 	$(BIN)/pytest
+
+# Only tests/unit: pure logic, no processes or sockets, a few seconds. Not a substitute for `make test`.
+test-fast: $(STAMP)
+	$(BIN)/pytest tests/unit
 
 # The AWS SDK for JavaScript, for one SDK-endpoint test; skipped (and the test with it) without npm.
 js-sdk:
@@ -37,7 +43,7 @@ js-sdk:
 		npm ci --silent --no-audit --no-fund --prefix tests/js >/dev/null 2>&1 || echo "npm ci failed: the JavaScript SDK test will be skipped"; \
 	else echo "npm not found: the JavaScript SDK test will be skipped"; fi
 
-test: lint typecheck unit
+test: lint typecheck suite
 
 # Throughput needs wrk and nginx (Debian packages); bench/run.sh installs them when missing.
 bench: $(STAMP)

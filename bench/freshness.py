@@ -41,7 +41,7 @@ import aiohttp
 
 from agent.dev.emulator import MotoServer, free_port
 from bench.common import agent_command, agent_env, moto_client
-from tests.faultproxy import FaultProxy
+from tests.support.faultproxy import FaultProxy
 
 SM_OPS = ("GetSecretValue", "BatchGetSecretValue", "DescribeSecret", "ListSecrets")
 SQS_OPS = ("ReceiveMessage", "DeleteMessage")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.dev.emulator import MotoServer
-from tests.conftest import AgentFactory, run_cli
+from tests.support.agent import AgentFactory, run_cli
 
 CLIENT_TOKEN = "ops-" + "c3" * 12
 

@@ -10,8 +10,9 @@ from typing import Any
 import boto3
 
 from agent.dev.emulator import MotoServer
-from tests.conftest import REGION, AgentFactory, AgentHandle
-from tests.faultproxy import FaultProxy
+from tests.support.agent import REGION, AgentFactory, AgentHandle, Reply
+from tests.support.faultproxy import FaultProxy
+from tests.support.waiting import eventually
 
 VALUE_READS = ("GetSecretValue", "BatchGetSecretValue")
 
@@ -19,13 +20,16 @@ VALUE_READS = ("GetSecretValue", "BatchGetSecretValue")
 async def wait_for_value(agent: AgentHandle, path: str, expected: str, timeout: float) -> float:
     """Poll the agent until ``path`` returns ``expected``; return the seconds it took."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
+    last: list[str] = []
+
+    async def served() -> bool:
         reply = await agent.get(path)
         assert reply.status == 200, reply.text
-        if reply.text == expected:
-            return time.monotonic() - started
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{path} did not become {expected!r} within {timeout}s (last {reply.text!r})")
+        last[:] = [reply.text]
+        return reply.text == expected
+
+    await eventually(served, timeout=timeout, interval=0.1, message=lambda: f"{path} to become {expected!r} ({last})")
+    return time.monotonic() - started
 
 
 async def test_put_secret_value_picked_up_by_polling(sm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
@@ -50,7 +54,7 @@ async def test_stage_and_move_rotation(sm: Any, proxy: FaultProxy, run_agent: Ag
     async with run_agent(proxy.url, refresh__interval_seconds=1, prefetch__secrets=["poll/stage"]) as agent:
         await agent.wait_ready()
         pending = sm.put_secret_value(SecretId="poll/stage", SecretString="pending", VersionStages=["AWSPENDING"])
-        await asyncio.sleep(2.5)  # at least two polling passes see the pending version
+        await agent.wait_for_poll_passes(3)  # at least two whole polling passes see the pending version
         assert (await agent.get("/value/poll/stage")).text == "old"
         sm.update_secret_version_stage(
             SecretId="poll/stage",
@@ -73,7 +77,7 @@ async def test_idle_polling_reads_no_values(sm: Any, proxy: FaultProxy, run_agen
     ) as agent:
         await agent.wait_ready()
         reads_after_prefetch = sum(proxy.calls[op] for op in VALUE_READS)
-        await asyncio.sleep(4.5)  # > 2 TTLs: without confirmation every entry would have expired
+        await asyncio.sleep(4.5)  # deliberate: > 2 TTLs, without confirmation every entry would have expired
         replies = await asyncio.gather(*(agent.get(f"/value/{name}") for name in names))
         assert {r.headers["X-Cache"] for r in replies} == {"hit"}
         assert sum(proxy.calls[op] for op in VALUE_READS) == reads_after_prefetch
@@ -92,14 +96,14 @@ async def test_ttl_mode_revalidates_on_read(sm: Any, proxy: FaultProxy, run_agen
     ) as agent:
         await agent.wait_ready()
         before = sum(proxy.calls.values())
-        await asyncio.sleep(2.2)
+        await asyncio.sleep(2.2)  # deliberate: past the 1 s TTL, long enough for background calls to show
         assert sum(proxy.calls.values()) == before  # nothing in the background
         unchanged = await agent.get("/value/ttl/s")
         assert (unchanged.text, unchanged.headers["X-Cache"]) == ("a", "revalidated")
         assert proxy.calls["DescribeSecret"] == 1 and proxy.calls["GetSecretValue"] == 0
         sm.put_secret_value(SecretId="ttl/s", SecretString="b")
         assert (await agent.get("/value/ttl/s")).text == "a"  # inside the TTL: still cached
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(1.2)  # deliberate: let the 1 s TTL lapse
         assert (await agent.get("/value/ttl/s")).text == "b"
         assert proxy.calls["GetSecretValue"] == 1
 
@@ -144,10 +148,11 @@ async def test_event_refreshes_at_once(sm: Any, moto: MotoServer, run_agent: Age
         sqs.send_message(QueueUrl=queue, MessageBody=eventbridge_message("PutSecretValue", arn))
         took = await wait_for_value(agent, "/value/ev/s", "after", timeout=5)
         assert took < 4
-        for _ in range(30):
-            if await agent.metric("secrets_agent_event_messages_total", outcome="ignored") >= 1:
-                break
-            await asyncio.sleep(0.1)
+
+        async def unrelated_message_seen() -> bool:
+            return await agent.metric("secrets_agent_event_messages_total", outcome="ignored") >= 1
+
+        await eventually(unrelated_message_seen, timeout=3, interval=0.1, message="the unrelated message to be ignored")
         assert await agent.metric("secrets_agent_event_messages_total", outcome="handled") == 1
         assert await agent.metric("secrets_agent_rotations_total", how="event") == 1
     attributes = sqs.get_queue_attributes(
@@ -191,11 +196,14 @@ async def test_deleted_secret_surfaces_on_next_read(sm: Any, proxy: FaultProxy, 
         await agent.wait_ready()
         assert (await agent.get("/value/gone/s")).status == 200
         sm.delete_secret(SecretId="gone/s", ForceDeleteWithoutRecovery=True)
-        for _ in range(50):
+
+        async def no_longer_served() -> Reply | None:
             reply = await agent.get("/value/gone/s")
-            if reply.status != 200:
-                break
-            await asyncio.sleep(0.1)
+            return reply if reply.status != 200 else None
+
+        reply = await eventually(
+            no_longer_served, timeout=5, interval=0.1, message="the deleted secret to stop being served"
+        )
         assert reply.status == 404 and reply.json()["__type"] == "ResourceNotFoundException"
 
 
@@ -213,7 +221,7 @@ async def test_continuous_rotation_readers_never_see_errors_or_non_current(
         while not stop.is_set():
             reply = await agent.get("/value/churn/s")
             seen.append((reply.status, reply.text))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # pace the readers
 
     def rotate() -> None:
         # PutSecretValue rotations first, then stage-and-move ones: moto 5.2.5 leaves two
@@ -230,9 +238,9 @@ async def test_continuous_rotation_readers_never_see_errors_or_non_current(
                     abandoned = f"abandoned{i}"
                     never_current.add(abandoned)
                     sm.put_secret_value(SecretId="churn/s", SecretString=abandoned, VersionStages=["AWSPENDING"])
-                    time.sleep(0.3)
+                    time.sleep(0.3)  # deliberate: leave it pending while readers and polling run
                 staged = sm.put_secret_value(SecretId="churn/s", SecretString=value, VersionStages=["AWSPENDING"])
-                time.sleep(0.3)
+                time.sleep(0.3)  # deliberate: staged but not yet current while readers and polling run
                 ever_current.add(value)
                 sm.update_secret_version_stage(
                     SecretId="churn/s",
@@ -241,7 +249,7 @@ async def test_continuous_rotation_readers_never_see_errors_or_non_current(
                     RemoveFromVersionId=current,
                 )
                 current = staged["VersionId"]
-            time.sleep(0.4)
+            time.sleep(0.4)  # deliberate: pace the rotations so polling passes fall between them
 
     async with run_agent(proxy.url, refresh__interval_seconds=1, prefetch__secrets=["churn/s"]) as agent:
         await agent.wait_ready()

@@ -13,8 +13,9 @@ from typing import Any
 import aiohttp
 
 from agent.dev.emulator import MotoServer, free_port
-from tests.conftest import TOKEN, AgentProcess, run_cli
-from tests.faultproxy import Fault, FaultProxy
+from tests.support.agent import TOKEN, AgentProcess, run_cli
+from tests.support.faultproxy import Fault, FaultProxy
+from tests.support.waiting import eventually
 
 StartProcess = Callable[..., AgentProcess]
 
@@ -40,7 +41,7 @@ async def test_sigterm_finishes_in_flight_and_exits_zero(
     proc = agent_process(base_args(proxy.url, port))
     await asyncio.to_thread(proc.wait_for, '"listening"')
     in_flight = asyncio.create_task(fetch(f"http://127.0.0.1:{port}/value/slow"))
-    await asyncio.sleep(0.3)
+    await eventually(lambda: proxy.calls["GetSecretValue"] >= 1, message="the read to reach upstream (held 1 s there)")
     proc.process.send_signal(signal.SIGTERM)
     status, body = await in_flight
     assert (status, body) == (200, b"worth-waiting-for")
@@ -224,10 +225,11 @@ async def test_token_file_rotation_without_restart(
     replacement.write_text("second-token-value")
     replacement.chmod(0o600)
     replacement.replace(token_file)
-    for _ in range(40):
-        if (await fetch(url, token="second-token-value"))[0] == 200:
-            break
-        await asyncio.sleep(0.1)
+
+    async def new_token_accepted() -> bool:
+        return (await fetch(url, token="second-token-value"))[0] == 200
+
+    await eventually(new_token_accepted, timeout=4, interval=0.1, message="the replaced token file to be read")
     assert (await fetch(url, token="second-token-value"))[0] == 200
     assert (await fetch(url, token="first-token-value"))[0] == 403
     assert "second-token-value" not in proc.output and "first-token-value" not in proc.output

@@ -6,7 +6,8 @@ import asyncio
 from typing import Any
 
 from agent.dev.emulator import MotoServer
-from tests.conftest import TOKEN, AgentFactory
+from tests.support.agent import TOKEN, AgentFactory
+from tests.support.waiting import eventually
 
 
 async def test_token_missing_and_wrong_look_identical(sm: Any, moto: MotoServer, run_agent: AgentFactory) -> None:
@@ -114,8 +115,11 @@ async def test_connection_limit(moto: MotoServer, run_agent: AgentFactory) -> No
     """A connection opened while max_connections are open (idle ones count) gets 429; later ones recover."""
     async with run_agent(moto.url, server__max_connections=2) as agent:
         host, port = agent.started.tcp
+        limiter = agent.started.components.limiter
         idle = [await asyncio.open_connection(host, port) for _ in range(2)]
-        await asyncio.sleep(0.05)
+        await eventually(
+            lambda: limiter.open >= limiter.max_connections, message="the agent to count both idle connections"
+        )
         try:
             over = await agent.get("/ping", token=None)  # a third connection
             assert over.status == 429
@@ -125,5 +129,5 @@ async def test_connection_limit(moto: MotoServer, run_agent: AgentFactory) -> No
             for _reader, writer in idle:
                 writer.close()
                 await writer.wait_closed()
-        await asyncio.sleep(0.05)
+        await eventually(lambda: limiter.open < limiter.max_connections, message="the agent to see connections close")
         assert (await agent.get("/ping", token=None)).status == 200

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from tests.conftest import AgentFactory
-from tests.faultproxy import Fault, FaultProxy
+from tests.support.agent import AgentFactory, AgentHandle
+from tests.support.faultproxy import Fault, FaultProxy
+from tests.support.waiting import eventually
 
 SM_OPERATIONS = ("GetSecretValue", "BatchGetSecretValue", "DescribeSecret", "ListSecrets")
 
@@ -19,6 +21,15 @@ def on_secrets_manager(proxy: FaultProxy, fault: Fault) -> None:
     """Apply ``fault`` to every Secrets Manager operation (STS stays healthy)."""
     for operation in SM_OPERATIONS:
         proxy.add(dataclasses.replace(fault, operation=operation))
+
+
+def readyz_is(agent: AgentHandle, status: int) -> Callable[[], Awaitable[bool]]:
+    """A check that /readyz answers ``status``."""
+
+    async def check() -> bool:
+        return (await agent.get("/readyz", token=None)).status == status
+
+    return check
 
 
 @pytest.mark.parametrize(
@@ -42,7 +53,7 @@ async def test_stale_if_error(sm: Any, proxy: FaultProxy, run_agent: AgentFactor
         prefetch__secrets=["stale/s"],
     ) as agent:
         await agent.wait_ready()
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(1.2)  # deliberate: let the 1 s TTL lapse, so reads must go upstream
         on_secrets_manager(proxy, fault)
         for path in ("/value/stale/s", "/v1/stale/s", "/v1/stale/s?refreshNow=true"):
             reply = await agent.get(path)
@@ -61,7 +72,7 @@ async def test_non_transient_errors_are_surfaced(sm: Any, proxy: FaultProxy, run
         proxy.url, cache__ttl_seconds=1, refresh__interval_seconds=3600, prefetch__secrets=["deny/s"]
     ) as agent:
         await agent.wait_ready()
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(1.2)  # deliberate: let the 1 s TTL lapse, so reads must go upstream
         on_secrets_manager(proxy, Fault("*", "error", status=400, code="AccessDeniedException"))
         reply = await agent.get("/value/deny/s")
         assert reply.status == 403 and reply.json()["__type"] == "AccessDeniedException"
@@ -80,19 +91,13 @@ async def test_readyz_and_reads_fail_past_max_stale(sm: Any, proxy: FaultProxy, 
         await agent.wait_ready()
         on_secrets_manager(proxy, Fault("*", "error", status=503, code="ServiceUnavailable"))
         assert (await agent.get("/value/bound/s")).status == 200  # still within the bound
-        for _ in range(60):
-            if (await agent.get("/readyz", token=None)).status == 503:
-                break
-            await asyncio.sleep(0.1)
+        await eventually(readyz_is(agent, 503), timeout=6, interval=0.1, message="/readyz to turn 503")
         readyz = await agent.get("/readyz", token=None)
         assert readyz.status == 503 and "max_stale" in readyz.text and "bound/s" not in readyz.text
         reply = await agent.get("/value/bound/s")
         assert reply.status == 502 and reply.json()["__type"] == "ServiceUnavailable"
         proxy.clear()
-        for _ in range(60):
-            if (await agent.get("/readyz", token=None)).status == 200:
-                break
-            await asyncio.sleep(0.1)
+        await eventually(readyz_is(agent, 200), timeout=6, interval=0.1, message="/readyz to recover")
         assert (await agent.get("/readyz", token=None)).status == 200
 
 
@@ -116,7 +121,7 @@ async def test_attempts_capped_while_throttled(sm: Any, proxy: FaultProxy, run_a
     ) as agent:
         started = time.monotonic()
         readers = [asyncio.create_task(reader(i)) for i in range(10)]
-        await asyncio.sleep(5)
+        await asyncio.sleep(5)  # deliberate: the window in which attempts are counted
         stop.set()
         await asyncio.gather(*readers)
     attempts = [t - started for t, op in proxy.times if op in SM_OPERATIONS and t >= started]

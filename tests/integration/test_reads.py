@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from agent.dev.emulator import MotoServer
-from tests.conftest import AgentFactory
-from tests.faultproxy import FaultProxy
+from tests.support.agent import AgentFactory
+from tests.support.faultproxy import FaultProxy
 
 
 async def test_get_query_returns_getsecretvalue_shape(sm: Any, moto: MotoServer, run_agent: AgentFactory) -> None:
@@ -108,7 +108,7 @@ async def test_ttl_bounds_unconfirmed_serving(sm: Any, proxy: FaultProxy, run_ag
     async with run_agent(proxy.url, cache__ttl_seconds=1) as agent:
         assert (await agent.get("/value/t")).text == "v1"
         sm.put_secret_value(SecretId="t", SecretString="v2")
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(1.2)  # deliberate: let the 1 s TTL lapse
         assert (await agent.get("/value/t")).text == "v2"
     assert proxy.calls["GetSecretValue"] == 2
 
@@ -139,7 +139,7 @@ async def test_concurrent_misses_single_upstream_call(sm: Any, proxy: FaultProxy
     """Many simultaneous first reads of one secret over HTTP cause one GetSecretValue."""
     import asyncio
 
-    from tests.faultproxy import Fault
+    from tests.support.faultproxy import Fault
 
     sm.create_secret(Name="hot", SecretString="v")
     proxy.add(Fault("GetSecretValue", "delay", seconds=0.3))

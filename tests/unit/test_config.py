@@ -9,17 +9,10 @@ import pytest
 
 from agent.config import load_settings
 from agent.core.errors import ConfigError
-from tests.conftest import TOKEN, run_cli
+from tests.support.configs import INVALID, expected_keys
+from tests.support.paths import CONFIG
 
-ROOT = Path(__file__).resolve().parent.parent
-INVALID = sorted((Path(__file__).parent / "configs" / "invalid").glob("*.toml"))
 ENV = {"AWS_TOKEN": "t0ken"}
-
-
-def expected_keys(path: Path) -> list[str]:
-    first = path.read_text().splitlines()[0]
-    assert first.startswith("# expect: ")
-    return [key.strip() for key in first.removeprefix("# expect: ").split(",")]
 
 
 def test_defaults() -> None:
@@ -41,7 +34,7 @@ def test_example_config_is_valid_and_complete() -> None:
     """config/agent.toml parses and mentions every key the schema knows."""
     from agent.config import SCHEMA
 
-    path = ROOT / "config" / "agent.toml"
+    path = CONFIG / "agent.toml"
     load_settings(str(path), environ=ENV)
     text = path.read_text()
     for section, keys in SCHEMA.items():
@@ -163,34 +156,3 @@ def test_bad_token_form_does_not_echo_value() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(environ={}, overrides={"auth.token": "hunter2-literal"})
     assert "hunter2-literal" not in str(caught.value)
-
-
-def test_check_config_cli_ok() -> None:
-    """`check-config` exits 0 on the example config."""
-    result = run_cli(["check-config", "--config", str(ROOT / "config" / "agent.toml")])
-    assert result.returncode == 0, result.stderr
-    assert "configuration OK" in result.stdout
-    assert TOKEN not in result.stdout + result.stderr
-
-
-def test_check_config_cli_lists_every_problem() -> None:
-    """`check-config` exits 2 and names every offending key in one message."""
-    path = Path(__file__).parent / "configs" / "invalid" / "many_problems.toml"
-    result = run_cli(["check-config", "--config", str(path)])
-    assert result.returncode == 2
-    for key in expected_keys(path):
-        assert key in result.stderr
-
-
-def test_run_refuses_non_loopback_cli() -> None:
-    """`run --http-host 0.0.0.0` exits 2 before binding, saying loopback."""
-    result = run_cli(["run", "--http-host", "0.0.0.0"])
-    assert result.returncode == 2
-    assert "loopback" in result.stderr
-
-
-def test_run_refuses_without_token() -> None:
-    """`run` without a resolvable token exits 2 and says how to provide one."""
-    result = run_cli(["run"], extra_env={"AWS_TOKEN": ""})
-    assert result.returncode == 2
-    assert "auth.token" in result.stderr and "file:///" in result.stderr

@@ -9,8 +9,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent.dev.emulator import MotoServer, free_port
-from tests.conftest import AgentFactory
-from tests.faultproxy import Fault, FaultProxy
+from tests.support.agent import AgentFactory
+from tests.support.faultproxy import Fault, FaultProxy
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 
 from agent.core.errors import ListenerError
 from agent.dev.emulator import MotoServer
-from tests.conftest import AgentFactory
+from tests.support.agent import AgentFactory
 
 
 async def test_reads_over_unix_socket(sm: Any, moto: MotoServer, run_agent: AgentFactory) -> None:

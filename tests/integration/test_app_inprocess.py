@@ -15,7 +15,7 @@ from agent.config import Settings, load_settings
 from agent.core.metrics import Metrics
 from agent.server.app import create_app
 from agent.server.lifecycle import build_components
-from tests.fakes import FakeSource
+from tests.support.fakes import FakeSource
 
 TOKEN = "in-process-" + "d4" * 12
 HEADER = {"X-Aws-Parameters-Secrets-Token": TOKEN}

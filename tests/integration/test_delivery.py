@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent.dev.emulator import MotoServer, free_port
-from tests.conftest import TOKEN, AgentFactory, AgentHandle, run_cli
+from tests.support.agent import TOKEN, AgentFactory, AgentHandle, run_cli
+from tests.support.paths import CONFIG
+from tests.support.waiting import eventually
 
 CHILD_WRITES_ENV = textwrap.dedent(
     """
@@ -28,7 +31,7 @@ CHILD_WRITES_ENV = textwrap.dedent(
     signal.signal(signal.SIGHUP, lambda *_: note("HUP " + os.environ["DB_PASSWORD"]))
     note("START " + os.environ["DB_PASSWORD"])
     while True:
-        time.sleep(0.05)
+        time.sleep(0.05)  # idle until signalled or killed
     """
 )
 
@@ -86,11 +89,18 @@ async def test_wait(sm: Any, moto: MotoServer, run_agent: AgentFactory) -> None:
 
 
 async def wait_for_lines(path: Path, count: int, timeout: float = 10.0) -> list[str]:
-    for _ in range(int(timeout / 0.05)):
+    """The lines of ``path`` once it has at least ``count`` of them."""
+
+    def enough_lines() -> list[str] | None:
         if path.exists() and len(lines := path.read_text().splitlines()) >= count:
             return lines
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{path} has {path.read_text() if path.exists() else 'nothing'}")
+        return None
+
+    return await eventually(
+        enough_lines,
+        timeout=timeout,
+        message=lambda: f"{count} lines in {path}, which has {path.read_text() if path.exists() else 'nothing'!r}",
+    )
 
 
 async def start_exec(args: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
@@ -217,7 +227,7 @@ async def test_templates_render_atomically_and_only_on_change(
         assert destination.read_text().startswith("user=app\npassword=p1\n")
         assert stat.S_IMODE(destination.stat().st_mode) == 0o640
         inode = destination.stat().st_ino
-        await asyncio.sleep(2.5)  # two unchanged polling passes
+        await agent.wait_for_poll_passes(2)  # two unchanged polling passes
         assert destination.stat().st_ino == inode  # not rewritten
         seen: set[str] = set()
         stop = asyncio.Event()
@@ -225,14 +235,16 @@ async def test_templates_render_atomically_and_only_on_change(
         async def reader() -> None:
             while not stop.is_set():
                 seen.add(destination.read_text())
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # yield to the agent between reads, as fast as possible
 
         task = asyncio.create_task(reader())
         sm.put_secret_value(SecretId="tpl/db", SecretString='{"user":"app","password":"p2"}')
-        for _ in range(100):
-            if "password=p2" in destination.read_text():
-                break
-            await asyncio.sleep(0.1)
+        await eventually(
+            lambda: "password=p2" in destination.read_text(),
+            timeout=10,
+            interval=0.1,
+            message="the rotated password in the rendered file",
+        )
         stop.set()
         await task
         assert "password=p2" in destination.read_text()
@@ -254,9 +266,12 @@ async def test_template_missing_key_blocks_readiness(
     sm.create_secret(Name="tpl/x", SecretString='{"a":"1"}')
     destination = tmp_path / "x.conf"
     config = f"[[templates]]\ndestination = \"{destination}\"\ncontents = \"{{{{ secret('tpl/x', 'b') }}}}\"\n"
-    async with run_agent(moto.url, config=config, prefetch__secrets=["tpl/x"]) as agent:
-        await asyncio.sleep(1)
-        assert (await agent.get("/readyz", token=None)).status == 503
+    with capture_logs() as logs:
+        async with run_agent(moto.url, config=config, prefetch__secrets=["tpl/x"]) as agent:
+            await eventually(
+                lambda: any(event["event"] == "template_failed" for event in logs), message="the template to fail"
+            )
+            assert (await agent.get("/readyz", token=None)).status == 503
     assert not destination.exists()
 
 
@@ -279,8 +294,15 @@ async def test_sd_notify(sm: Any, moto: MotoServer, run_agent: AgentFactory, sho
         environ = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
         async with run_agent(moto.url, environ=environ, unix=False) as agent:
             await agent.wait_ready()
-            await asyncio.sleep(0.5)
-            drain()
+
+            def ready_and_two_watchdogs() -> bool:
+                drain()
+                return any("READY=1" in m for m in messages) and sum("WATCHDOG=1" in m for m in messages) >= 2
+
+            # The deadline is two WATCHDOG_USEC periods: systemd expects a ping within each one.
+            await eventually(
+                ready_and_two_watchdogs, timeout=0.8, message=lambda: f"READY=1, 2 x WATCHDOG=1 in {messages}"
+            )
             assert any("READY=1" in m for m in messages)
             assert sum("WATCHDOG=1" in m for m in messages) >= 2
         drain()
@@ -292,7 +314,7 @@ async def test_sd_notify(sm: Any, moto: MotoServer, run_agent: AgentFactory, sho
 @pytest.mark.skipif(not os.path.exists("/usr/bin/systemd-analyze"), reason="systemd-analyze not installed")
 def test_systemd_units_verify(tmp_path: Path) -> None:
     """config/secrets-agent.service and its token oneshot pass systemd-analyze verify."""
-    root = Path(__file__).resolve().parent.parent / "config"
+    root = CONFIG
     installed = Path(sys.executable).parent / "secrets-agent"
     units = []
     for name in ("secrets-agent.service", "secrets-agent-token.service"):
@@ -302,24 +324,3 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     result = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "Type=notify" in (root / "secrets-agent.service").read_text()
-
-
-def test_platform_examples_are_well_formed() -> None:
-    """The Kubernetes pod runs the agent as a native sidecar gated on /readyz; ECS waits for HEALTHY."""
-    import json
-
-    import yaml
-
-    root = Path(__file__).resolve().parent.parent / "config"
-    docs = list(yaml.safe_load_all((root / "kubernetes" / "pod.yaml").read_text()))
-    pod = next(doc for doc in docs if doc["kind"] == "Pod")
-    sidecar = next(c for c in pod["spec"]["initContainers"] if c["name"] == "secrets-agent")
-    assert sidecar["restartPolicy"] == "Always"
-    assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"
-    run = next(v for v in pod["spec"]["volumes"] if v["name"] == "agent-run")
-    assert run["emptyDir"]["medium"] == "Memory"
-    account = next(doc for doc in docs if doc["kind"] == "ServiceAccount")
-    assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
-    task = json.loads((root / "ecs" / "task-definition.json").read_text())
-    app = next(c for c in task["containerDefinitions"] if c["name"] == "app")
-    assert {"containerName": "secrets-agent", "condition": "HEALTHY"} in app["dependsOn"]

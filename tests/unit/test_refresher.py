@@ -10,7 +10,7 @@ from agent.cache.store import SecretCache
 from agent.config import PrefetchSettings, RefreshSettings
 from agent.core.types import CURRENT
 from agent.upstream.source import SecretMeta
-from tests.fakes import FakeSource
+from tests.support.fakes import FakeSource
 
 
 def build(source: FakeSource, names: list[str]) -> tuple[SecretCache, Refresher]:

@@ -12,11 +12,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import aiohttp
 
 from agent.dev.emulator import free_port
+from tests.support.waiting import eventually
 
 
 def _port_open(port: int) -> bool:
@@ -40,13 +40,16 @@ async def test_demo_serves_rotates_and_cleans_up() -> None:
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
     reader.start()
+
+    def banner_printed() -> bool:
+        """The banner has been read up to the blank line that ends it."""
+        assert process.poll() is None, "".join(lines)
+        text = "".join(lines)
+        start = text.find("Try, in another shell")
+        return start >= 0 and "\n\n" in text[start:]
+
     try:
-        deadline = time.monotonic() + 40
-        while not any("Try, in another shell" in line for line in lines):
-            assert process.poll() is None, "".join(lines)
-            assert time.monotonic() < deadline, "".join(lines)
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.2)
+        await eventually(banner_printed, timeout=40, interval=0.1, message=lambda: "the banner in:\n" + "".join(lines))
         output = "".join(lines)
         token_path = re.search(r"token file:\s+(\S+)", output).group(1)  # type: ignore[union-attr]
         sock = re.search(r"unix socket (\S+)", output).group(1)  # type: ignore[union-attr]
@@ -65,9 +68,12 @@ async def test_demo_serves_rotates_and_cleans_up() -> None:
                 assert reply.headers["Content-Type"] == "application/octet-stream" and len(await reply.read()) == 32
             async with tcp.get(f"{base}/v1/demo/api-key?refreshNow=true") as reply:
                 first = (await reply.json())["VersionId"]
-            await asyncio.sleep(2.5)
-            async with tcp.get(f"{base}/v1/demo/api-key?refreshNow=true") as reply:
-                assert (await reply.json())["VersionId"] != first, "rotation did not happen"
+
+            async def rotated() -> bool:
+                async with tcp.get(f"{base}/v1/demo/api-key?refreshNow=true") as reply:
+                    return bool((await reply.json())["VersionId"] != first)
+
+            await eventually(rotated, timeout=15, interval=0.2, message="rotation did not happen")
         async with (
             aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=sock), headers=headers) as unix,
             unix.get("http://localhost/value/demo/db?field=username") as reply,

@@ -11,7 +11,8 @@ from agent.cache.store import SecretCache
 from agent.core.errors import SecretNotFound, UpstreamDenied, UpstreamUnavailable
 from agent.core.types import CURRENT, Selector
 from agent.upstream.source import SecretMeta
-from tests.fakes import FakeSource
+from tests.support.fakes import FakeSource
+from tests.support.waiting import eventually
 
 
 class Clock:
@@ -227,7 +228,7 @@ async def test_single_flight_one_upstream_call() -> None:
     source.gate = asyncio.Event()
     cache = make(source)
     readers = [asyncio.create_task(cache.get("s", CURRENT)) for _ in range(50)]
-    await asyncio.sleep(0.01)
+    await eventually(lambda: source.calls["s"] >= 1, interval=0.01, message="the shared fetch to reach the source")
     source.gate.set()
     results = await asyncio.gather(*readers)
     assert source.calls["s"] == 1
@@ -243,7 +244,7 @@ async def test_single_flight_shares_failure_and_backs_off() -> None:
     clock = Clock()
     cache = make(source, clock=clock)
     readers = [asyncio.create_task(cache.get("s", CURRENT)) for _ in range(10)]
-    await asyncio.sleep(0.01)
+    await eventually(lambda: source.calls["s"] >= 1, interval=0.01, message="the shared fetch to reach the source")
     source.gate.set()
     results = await asyncio.gather(*readers, return_exceptions=True)
     assert all(isinstance(r, UpstreamUnavailable) for r in results)
@@ -265,7 +266,7 @@ async def test_cancelled_reader_does_not_cancel_shared_fetch() -> None:
     cache = make(source)
     first = asyncio.create_task(cache.get("s", CURRENT))
     second = asyncio.create_task(cache.get("s", CURRENT))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: source.calls["s"] >= 1, interval=0.01, message="the shared fetch to reach the source")
     first.cancel()
     source.gate.set()
     with pytest.raises(asyncio.CancelledError):
@@ -300,7 +301,7 @@ async def test_rotation_reported_once_for_concurrent_readers() -> None:
     source.add("s", "new", version="v2")
     source.gate = asyncio.Event()
     readers = [asyncio.create_task(cache.get("s", CURRENT, refresh=True)) for _ in range(5)]
-    await asyncio.sleep(0.01)
+    await eventually(lambda: source.calls["s"] >= 2, interval=0.01, message="the refresh to reach the source")
     source.gate.set()
     await asyncio.gather(*readers)
     assert seen == [("v2", "v1", "refreshNow")]
