@@ -1,4 +1,4 @@
-"""`get`, `wait` and `exec` authenticate the way the agent is configured, with the shared or a client's token."""
+"""`get`, `wait` and `exec`: authenticated the way the agent is configured, and exit codes scripts rely on."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.dev.emulator import MotoServer
 from tests.support.agent import AgentFactory, run_cli
+from tests.support.faultproxy import Fault, FaultProxy
 
 CLIENT_TOKEN = "ops-" + "c3" * 12
 
@@ -73,3 +74,15 @@ async def test_exec_refuses_a_name_that_is_not_a_signal() -> None:
     )
     assert flag.returncode == 2 and "exec.signal" in flag.stderr, flag.stderr
     assert env.returncode == 2 and "exec.signal" in env.stderr, env.stderr
+
+
+async def test_wait_reports_a_timeout_when_the_agent_answers_but_is_not_ready(
+    sm: Any, proxy: FaultProxy, run_agent: AgentFactory
+) -> None:
+    """An agent that answers but stays not ready makes `wait` exit 14 (timed out), not 12 (unreachable)."""
+    sm.create_secret(Name="ops/slow", SecretString="s")
+    proxy.add(Fault("BatchGetSecretValue", "delay", seconds=8))  # prefetch outlasts the wait below
+    async with run_agent(proxy.url, aws__read_timeout_seconds=20, prefetch__secrets=["ops/slow"]) as agent:
+        env = {"SECRETS_AGENT_SERVER_HTTP_PORT": str(agent.started.tcp[1])}
+        waited = await asyncio.to_thread(run_cli, ["wait", "--timeout", "1"], env)
+    assert waited.returncode == 14, waited.stderr

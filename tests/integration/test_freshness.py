@@ -146,8 +146,8 @@ async def test_event_refreshes_at_once(sm: Any, moto: MotoServer, run_agent: Age
         sm.put_secret_value(SecretId="ev/s", SecretString="after")
         sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"source": "aws.ec2", "detail": {}}))
         sqs.send_message(QueueUrl=queue, MessageBody=eventbridge_message("PutSecretValue", arn))
-        took = await wait_for_value(agent, "/value/ev/s", "after", timeout=5)
-        assert took < 4
+        # Polling is off for the hour: only the event can bring the new value within the deadline.
+        await wait_for_value(agent, "/value/ev/s", "after", timeout=5)
 
         async def unrelated_message_seen() -> bool:
             return await agent.metric("secrets_agent_event_messages_total", outcome="ignored") >= 1
