@@ -82,7 +82,7 @@ class Refresher:
         refresh: RefreshSettings,
         *,
         max_stale_seconds: float,
-        metrics: Metrics | None = None,
+        metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -222,8 +222,7 @@ class Refresher:
         await self._reread(moved, how="poll")
         if transient is not None:
             raise transient  # the pass counts as failed, so it backs off
-        if self._metrics is not None:
-            self._metrics.poll_passes.inc()
+        self._metrics.poll_passes.inc()
 
     async def _list(self, arns: Sequence[str]) -> dict[str, SecretMeta]:
         """ListSecrets over the cached secrets, by the cheaper of two plans.

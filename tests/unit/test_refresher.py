@@ -8,6 +8,7 @@ import time
 from agent.cache.refresher import Refresher
 from agent.cache.store import SecretCache
 from agent.config import PrefetchSettings, RefreshSettings
+from agent.core.metrics import Metrics
 from agent.core.types import CURRENT
 from agent.upstream.source import SecretMeta
 from tests.support.fakes import FakeSource
@@ -17,7 +18,12 @@ def build(source: FakeSource, names: list[str]) -> tuple[SecretCache, Refresher]
     cache = SecretCache(source, ttl_seconds=300, max_entries=1000, max_stale_seconds=86_400)
     prefetch = PrefetchSettings(secrets=tuple(names), name_prefixes=(), tags=())
     refresher = Refresher(
-        source, cache, prefetch, RefreshSettings(mode="poll", interval_seconds=30), max_stale_seconds=86_400
+        source,
+        cache,
+        prefetch,
+        RefreshSettings(mode="poll", interval_seconds=30),
+        max_stale_seconds=86_400,
+        metrics=Metrics(),
     )
     return cache, refresher
 
