@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +18,14 @@ READY_POLL_SECONDS = 0.05
 
 @contextlib.asynccontextmanager
 async def embedded_agent(settings: Settings) -> AsyncIterator[None]:
-    """Serve ``settings`` in this process; ready (prefetch done) on entry, stopped on exit."""
+    """Serve ``settings`` in this process; ready (prefetch done) on entry, stopped on exit.
+
+    An agent with no identity at all could serve nobody, the child included: when
+    the configuration has neither ``auth.token`` nor ``[[clients]]``, the caller's
+    own token (``--token-file``/``SECRETS_AGENT_TOKEN``) is its shared token.
+    """
+    if settings.auth.token is None and not settings.clients and settings.caller_token is not None:
+        settings = dataclasses.replace(settings, auth=dataclasses.replace(settings.auth, token=settings.caller_token))
     started: asyncio.Future[Started] = asyncio.get_running_loop().create_future()
     agent = asyncio.create_task(serve(settings, on_started=started.set_result, install_signals=False))
     waiters: set[asyncio.Future[Any]] = {agent, started}

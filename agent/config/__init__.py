@@ -3,7 +3,7 @@
 - :mod:`~agent.config.schema`: every ``[section] key`` with its kind, default and range
 - :mod:`~agent.config.kinds`: one parser per kind of value
 - :mod:`~agent.config.access`: ``[[clients]]``, ``[[secret_policies]]``, token sources
-- :mod:`~agent.config.delivery`: ``[[templates]]``, ``[exec]``, systemd's environment
+- :mod:`~agent.config.delivery`: ``[[templates]]``, ``[exec]``'s settings and its ``env`` kind, systemd's environment
 - :mod:`~agent.config.settings`: the frozen dataclasses components receive
 - :mod:`~agent.config.loader`: :func:`load_settings`, the one reader of files and environment
 """

@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.config.kinds import Problems, check, number, optional, string_list, table_array, uid_or_gid
+from agent.config.kinds import Problems, check, optional, positive, string_list, table_array, uid_or_gid
 
 TOKEN_FILE_MAX_MODE = 0o640
 DEFAULT_CLIENT = "default"
 CLIENT_KEYS = frozenset({"name", "token", "uid", "gid", "allow", "deny", "rate_per_second"})
 POLICY_KEYS = frozenset({"secret", "readers", "deny"})
-_RATE = optional(number(1e-3, 1e9))
+_RATE = optional(positive)
 _PATTERNS = optional(string_list)
 
 _TOKEN_HOWTO = (

@@ -1,10 +1,12 @@
 """One parser per kind of configuration value, and the ``[[array]]`` table walker.
 
-A parser takes what TOML, an environment variable or a CLI flag gave (a TOML
-value, or a string from env and flags) and returns the typed value, or raises
-:class:`Bad` with a message that never echoes a token. The loader turns each
-:class:`Bad` into a ``(key, reason)`` problem, so every bad key is reported at
-once.
+A parser takes what TOML, an environment variable or a CLI flag gave and
+returns the typed value, or raises :class:`Bad`. Text from the environment
+arrives as :class:`EnvText`, so list kinds can tell ``SECRETS_AGENT_PREFETCH_SECRETS="a,b"``
+(two ids) from a TOML ``allow = "team/a,b"`` (one pattern). The loader turns
+each :class:`Bad` into a ``(key, reason)`` problem, so every bad key is
+reported at once. Token sources are checked elsewhere (:mod:`agent.config.access`),
+and never echoed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from typing import Any
 
 Problems = list[tuple[str, str]]
 Parser = Callable[[Any], Any]
+
+
+class EnvText(str):
+    """A value from an environment variable: list kinds split it (JSON array, else commas)."""
+
+    __slots__ = ()
 
 
 class Bad(ValueError):
@@ -108,7 +116,7 @@ def string(raw: Any) -> str:
     """Any string."""
     if not isinstance(raw, str):
         raise Bad(f"expected a string, got {raw!r}")
-    return raw
+    return str(raw)
 
 
 def optional_string(raw: Any) -> str | None:
@@ -121,18 +129,19 @@ def optional_string(raw: Any) -> str | None:
 def string_list(raw: Any) -> tuple[str, ...]:
     """A list of non-empty strings.
 
-    TOML gives a list (or one string, taken as a list of one); text from the
+    TOML gives a list, or one string taken as a list of one; text from the
     environment is a JSON array, or comma-separated with blanks dropped.
     """
-    if isinstance(raw, str):
+    if isinstance(raw, EnvText):
         text = raw.strip()
-        if text.startswith("["):
-            try:
-                raw = json.loads(text)
-            except ValueError:
-                raise Bad(f"expected a JSON list of strings, got {raw!r}") from None
-        else:
+        if not text.startswith("["):
             return tuple(part.strip() for part in text.split(",") if part.strip())
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            raise Bad(f"expected a JSON list of strings, got {str(raw)!r}") from None
+    elif isinstance(raw, str):
+        raw = [raw]
     if isinstance(raw, list | tuple) and all(isinstance(item, str) and item for item in raw):
         return tuple(raw)
     raise Bad(f"expected a list of non-empty strings, got {raw!r}")
@@ -151,6 +160,14 @@ def tags(raw: Any) -> tuple[tuple[str, str | None], ...]:
             raise Bad(f"empty tag key in {item!r}")
         out.append((key, value if sep else None))
     return tuple(out)
+
+
+def positive(raw: Any) -> float:
+    """A number greater than zero, as a float."""
+    value = number(float("-inf"), float("inf"))(raw)
+    if value <= 0:
+        raise Bad(f"expected a positive number, got {raw!r}")
+    return float(value)
 
 
 def choice(*choices: str) -> Parser:
@@ -191,8 +208,8 @@ def uid_or_gid(raw: Any) -> int | None:
 
 
 def argv(raw: Any) -> tuple[str, ...]:
-    """A command and its arguments: a list, or text split as a shell would (or a JSON array)."""
-    if isinstance(raw, str) and not raw.strip().startswith("["):
+    """A command and its arguments: a list; from the environment, text split as a shell would (or a JSON array)."""
+    if isinstance(raw, EnvText) and not raw.strip().startswith("["):
         try:
             return tuple(shlex.split(raw))
         except ValueError as exc:

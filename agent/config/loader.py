@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 from agent.config.access import DEFAULT_CLIENT, TokenRef, parse_clients, parse_secret_policies, resolve_token
 from agent.config.delivery import ExecSettings, parse_templates, systemd_from_env
-from agent.config.kinds import Problems, check
+from agent.config.kinds import EnvText, Problems, check
 from agent.config.schema import ARRAY_SECTIONS, SCHEMA
 from agent.config.settings import (
     AuditSettings,
@@ -104,7 +104,7 @@ def load_settings(
     if not optional or "token" in raw["auth"]:
         hint = "; or present a client's token with --token-file FILE or SECRETS_AGENT_TOKEN" if caller else ""
         problems.extend((key, reason + hint) for key, reason in token_problems)
-    headers = tuple(h.strip() for h in values["auth"]["headers"] if h.strip())
+    headers = tuple(h.strip() for h in values["auth"]["headers"])
     if not headers:
         problems.append(("auth.headers", "needs at least one header name"))
     aws = AwsSettings(**values["aws"])
@@ -203,7 +203,7 @@ def _merge_env(env: Mapping[str, str], raw: dict[str, dict[str, Any]], problems:
         if section not in SCHEMA or key not in SCHEMA[section]:
             problems.append((name, "unknown setting (expected SECRETS_AGENT_<SECTION>_<KEY>)"))
             continue
-        raw[section][key] = value
+        raw[section][key] = EnvText(value)
 
 
 def is_loopback_host(host: str) -> bool:

@@ -85,7 +85,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "env": Key(env_refs, ()),
         "on_change": Key(kinds.choice(*ON_CHANGE), "restart"),
         "signal": Key(kinds.signal_name, "SIGHUP"),
-        "grace_seconds": Key(kinds.number(0.001, 86_400), 10.0),
-        "check_seconds": Key(kinds.number(0.001, 86_400), 2.0),
+        "grace_seconds": Key(kinds.positive, 10.0),
+        "check_seconds": Key(kinds.positive, 2.0),
     },
 }

@@ -116,7 +116,7 @@ class Metrics:
             child = self._read_children[(client, decision)] = self.reads.labels(client, decision)
         child.inc()
 
-    def observe_upstream(self, operation: str, outcome: str, _transient: bool = False) -> None:
+    def observe_upstream(self, operation: str, outcome: str) -> None:
         """Count one upstream call."""
         self.upstream_calls.labels(operation, outcome).inc()
 

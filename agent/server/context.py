@@ -50,5 +50,7 @@ SECRET_ID_KEY = web.RequestKey("secret_id", str)
 CACHE_KEY = web.RequestKey("cache", str)
 PEER_KEY = web.RequestKey("peer", Peer)
 DECISION_KEY = web.RequestKey("decision", str)
+# Set by the guard once it takes a request as an SDK call (POST / with X-Amz-Target).
+SDK_KEY = web.RequestKey("sdk", bool)
 # One dict per secret read (name, arn, version_id, version_stage; for batches also decision/status).
 SERVED_KEY = web.RequestKey("served", list)

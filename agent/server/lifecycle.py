@@ -1,21 +1,25 @@
-"""Lifecycle: the one object that builds the agent, starts it, and stops it in reverse order.
+"""Lifecycle: the one object that builds the agent, starts it, and stops it.
 
 :class:`Agent` follows uvicorn's ``Server``: the constructor builds every
 component from settings (no network), :meth:`Agent.startup` checks AWS
 credentials, opens the listeners and starts the background tasks,
-:meth:`Agent.shutdown` undoes all of it in reverse, and :meth:`Agent.serve` is
+:meth:`Agent.shutdown` undoes all of it (listeners first, see below), and :meth:`Agent.serve` is
 the whole life between two signals:
 
 =============================================  ==============================================
-startup                                        shutdown (reverse)
+startup                                        shutdown
 =============================================  ==============================================
-audit file, upstream pool, pacer (built)       audit file closed
-                                               socket file removed
+upstream pool, pacer, audit file (built)       STOPPING=1; listeners closed, in-flight
+listeners (TCP, Unix socket)                   requests drained (nothing new can arrive)
+background tasks (refresher, readiness,        tasks cancelled and awaited; template
+events, watchdog)                              re-renders and commands finished
                                                pacer refuses retries, pool cancels queued calls
-listeners (TCP, Unix socket)                   listeners closed, in-flight requests drained
-background tasks (refresher, readiness,        STOPPING=1; tasks cancelled and awaited,
-events, watchdog)                              template re-renders and commands finished
+                                               socket file removed, audit file closed
 =============================================  ==============================================
+
+Listeners close first, although they opened before the tasks started, so that
+no request arrives (or starts a template re-render) while the parts it needs
+are being stopped.
 
 On SIGTERM/SIGINT in-flight requests get up to ``SHUTDOWN_GRACE_SECONDS``;
 the process then exits 0. :func:`serve` and :func:`run` are the entry points
@@ -135,14 +139,14 @@ def _report_rotation(rotation: Rotation, metrics: Metrics, audit: AuditLog) -> N
 
 
 class Agent:
-    """The agent: built from settings, started, and stopped in reverse order."""
+    """The agent: built from settings, started, and stopped (listeners first, then the rest in reverse)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.audit = AuditLog(settings.audit.path)
         events_on = settings.events.sqs_queue_url is not None
-        self.clients = build_clients(settings.aws, with_sqs=events_on)
+        self.clients = build_clients(settings.aws, with_sqs=events_on)  # may refuse: nothing is open yet
+        self.audit = AuditLog(settings.audit.path)
         # One worker per upstream HTTP connection, plus one for the SQS long poll.
         self.calls = UpstreamCalls(max_workers=MAX_POOL_CONNECTIONS + int(events_on), observe=self._observe_upstream)
         self.pacer = AttemptPacer()
@@ -232,8 +236,11 @@ class Agent:
     # ------------------------------------------------------------------ shutdown
 
     async def shutdown(self) -> None:
-        """Undo :meth:`startup` in reverse; safe after a startup that failed half-way."""
-        self.notifier.stopping()
+        """Undo :meth:`startup`: listeners and in-flight requests first; safe after a half-way startup."""
+        if self.runner.server is not None:
+            self.notifier.stopping()
+            # Listeners first: no new request arrives, in-flight ones finish (up to the grace).
+            await self.runner.cleanup()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -245,9 +252,7 @@ class Agent:
             except Exception:  # a task that died must not stop the rest of shutdown
                 log.exception("background_task_failed", task=task.get_name())
         if self.components.templates is not None:
-            await self.components.templates.close()
-        if self.runner.server is not None:
-            await self.runner.cleanup()  # closes the listeners, then waits for in-flight requests
+            await self.components.templates.close()  # after the drain: no read can start a re-render now
         self.pacer.close()  # botocore retries still running in threads stop here
         self.calls.close()
         if self._bound_socket:

@@ -13,8 +13,10 @@ Guard order follows AWS's agent, so clients see the same refusals:
 ``/ping``, ``/healthz`` and ``/readyz`` skip steps 3-4 (and ``/metrics`` when
 configured public); they reveal nothing about secrets. Every refusal is an
 :class:`~agent.core.errors.AgentError` rendered once, by ``observe``: as the
-HTTP API's ``{"__type", "message"}`` body, or on the SDK route in the AWS
-JSON-protocol form SDKs parse.
+HTTP API's ``{"__type", "message"}`` body, or, for a request the guard took as
+an SDK call (from its signature check on), in the AWS JSON-protocol form SDKs
+parse. Connection-level refusals (the connection limit, an oversized body) keep
+the HTTP form and status whatever the route.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from agent.core.log import get_logger
 from agent.core.metrics import Metrics
 from agent.server import sdk
 from agent.server.connections import ConnectionLimiter
-from agent.server.context import CACHE_KEY, CLIENT_KEY, DECISION_KEY, PEER_KEY, SECRET_ID_KEY, SERVED_KEY
+from agent.server.context import CACHE_KEY, CLIENT_KEY, DECISION_KEY, PEER_KEY, SDK_KEY, SECRET_ID_KEY, SERVED_KEY
 
 log = get_logger("agent.access_log")
 
@@ -138,7 +140,8 @@ def observe_middleware(metrics: Metrics, audit: AuditLog) -> Any:
             error = AgentError("internal error")
         route = request.match_info.route.name or "unknown"
         if error is not None:
-            response = sdk.error_response(error) if route == "sdk" else error_response(error)
+            as_sdk = SDK_KEY in request and not isinstance(error, TooManyConnections | PayloadTooLarge)
+            response = sdk.error_response(error) if as_sdk else error_response(error)
             if isinstance(error, TooManyConnections):
                 response.force_close()  # sends Connection: close and drops the connection after
         response.headers["X-Request-Id"] = request_id
@@ -181,6 +184,7 @@ def guard_middleware(
     async def identify(request: web.Request) -> str:
         if sdk.is_sdk_request(request):
             # AWS SDKs authenticate with SigV4: a SigV4 Authorization header is not a bearer token.
+            request[SDK_KEY] = True  # from here on, refusals are answered as the SDK expects
             try:
                 return await sdk.authenticate(request, auth.secret_for)
             except SignatureError as exc:
@@ -209,7 +213,7 @@ def guard_middleware(
             if not rates.allow(client):
                 metrics.rate_limited.labels(client).inc()
                 raise TooManyRequests("client rate limit exceeded")
-        if request.method != "GET" and not sdk.is_sdk_request(request):
+        if request.method != "GET" and SDK_KEY not in request:
             raise MethodNotAllowed("only GET is allowed")
         return await handler(request)
 

@@ -117,6 +117,12 @@ class UpstreamCalls:
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(self._pool, functools.partial(fn, **kwargs))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed and task is not None and not task.cancelling():
+                # The pool cancelled this queued call at shutdown; the caller was not cancelled.
+                raise UpstreamClosed("the agent is shutting down") from None
+            raise
         except Exception as exc:  # every botocore failure is translated below
             error = translate(exc, secret_id, service)
             self._observe(service, operation, error.code, error.transient)

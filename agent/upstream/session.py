@@ -24,7 +24,7 @@ from botocore.credentials import (
     Credentials,
     DeferredRefreshableCredentials,
 )
-from botocore.exceptions import NoRegionError
+from botocore.exceptions import ClientError, NoRegionError
 
 from agent.config import AwsSettings
 from agent.core.errors import CredentialsError, UpstreamError
@@ -130,6 +130,9 @@ async def caller_identity(clients: AwsClients, calls: UpstreamCalls) -> dict[str
                 "no AWS credentials found (checked env, shared profile, web identity, "
                 "container and instance metadata); give the agent a role or set credentials"
             ) from exc
+        if exc.transient and not isinstance(exc.__cause__, ClientError):
+            # No answer at all (connection refused, timeout): say so, not what STS "answered".
+            raise CredentialsError(f"could not verify AWS credentials: {exc.message}") from exc
         if exc.transient:
             raise CredentialsError(f"could not verify AWS credentials, STS answered {exc.code}: {exc.message}") from exc
         raise CredentialsError(f"AWS rejected the agent's credentials: {exc.code}: {exc.message}") from exc

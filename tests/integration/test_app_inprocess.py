@@ -134,3 +134,16 @@ async def test_health_routes_and_metrics_token(aiohttp_client: ClientFactory, so
     assert (await client.get("/metrics")).status == 403
     scraped = await client.get("/metrics", headers=HEADER)
     assert scraped.status == 200 and "secrets_agent_requests_total" in await scraped.text()
+
+
+async def test_plain_post_to_root_is_not_an_sdk_call(aiohttp_client: ClientFactory, source: FakeSource) -> None:
+    """POST / without X-Amz-Target gets the HTTP API's refusals (403, then 405), not the SDK's error form."""
+    client = await client_for(aiohttp_client, source, settings())
+    anonymous = await client.post("/")
+    assert anonymous.status == 403 and anonymous.content_type == "application/json"
+    with_token = await client.post("/", headers=HEADER)
+    assert with_token.status == 405 and (await with_token.json())["__type"] == "MethodNotAllowedException"
+    forwarded = await client.post(
+        "/", headers={"X-Amz-Target": "secretsmanager.GetSecretValue", "X-Forwarded-For": "10.0.0.1"}
+    )
+    assert forwarded.status == 400 and forwarded.content_type == "application/json"

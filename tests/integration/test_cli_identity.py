@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.dev.emulator import MotoServer
+from agent.dev.emulator import MotoServer, free_port
 from tests.support.agent import AgentFactory, run_cli
 from tests.support.faultproxy import Fault, FaultProxy
 
@@ -86,3 +86,24 @@ async def test_wait_reports_a_timeout_when_the_agent_answers_but_is_not_ready(
         env = {"SECRETS_AGENT_SERVER_HTTP_PORT": str(agent.started.tcp[1])}
         waited = await asyncio.to_thread(run_cli, ["wait", "--timeout", "1"], env)
     assert waited.returncode == 14, waited.stderr
+
+
+async def test_exec_embedded_agent_accepts_the_callers_own_token(sm: Any, moto: MotoServer, tmp_path: Path) -> None:
+    """With no agent running and only --token-file, exec's embedded agent serves the child with that token."""
+    sm.create_secret(Name="ops/emb", SecretString="embedded")
+    token_path = tmp_path / "cli.token"
+    token_path.write_text(CLIENT_TOKEN)
+    token_path.chmod(0o600)
+    env = {
+        "SECRETS_AGENT_SERVER_HTTP_PORT": str(free_port()),
+        "SECRETS_AGENT_AWS_ENDPOINT_URL": moto.url,
+        "SECRETS_AGENT_AWS_REGION": "us-east-1",
+        "AWS_TOKEN": "",
+    }
+    child = "import os, sys; sys.exit(0 if os.environ['V'] == 'embedded' else 5)"
+    result = await asyncio.to_thread(
+        run_cli,
+        ["exec", "--token-file", str(token_path), "--env", "V=ops/emb", "--", sys.executable, "-c", child],
+        env,
+    )
+    assert result.returncode == 0, result.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from agent.config import EnvRef, load_settings
@@ -71,3 +73,21 @@ def test_arrays_of_tables_say_they_belong_in_the_file(name: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(environ={**ENV, name: "[]"})
     assert caught.value.problems[0][0] == name and "config file" in caught.value.problems[0][1]
+
+
+def test_a_toml_string_is_one_item_and_environment_text_is_split(tmp_path: Any) -> None:
+    """In the file a string is one list item (a pattern may hold a comma); from the environment text is split."""
+    token = tmp_path / "t"
+    token.write_text("x" * 20)
+    token.chmod(0o600)
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        f'[prefetch]\nsecrets = "a,b"\n[exec]\ncommand = "/opt/my app/run"\nenv = "A=b"\n'
+        f'[[clients]]\nname = "c"\ntoken = "file://{token}"\nallow = "team/{{a,b}}"\n'
+    )
+    from_file = load_settings(str(path), environ=ENV)
+    assert from_file.prefetch.secrets == ("a,b",)
+    assert from_file.exec.command == ("/opt/my app/run",)
+    assert from_file.clients[0].allow == ("team/{a,b}",)
+    from_env = load_settings(environ={**ENV, "SECRETS_AGENT_PREFETCH_SECRETS": "a,b"})
+    assert from_env.prefetch.secrets == ("a", "b")
