@@ -12,6 +12,7 @@ import pytest
 
 from agent.dev.emulator import MotoServer
 from tests.support.agent import TOKEN, AgentFactory, run_cli
+from tests.support.configs import write_token
 from tests.support.faultproxy import FaultProxy
 from tests.support.waiting import eventually
 
@@ -20,10 +21,7 @@ WEB = "web-" + "b2" * 12
 
 
 def token_file(tmp_path: Path, name: str, value: str) -> str:
-    path = tmp_path / name
-    path.write_text(value)
-    path.chmod(0o600)
-    return f"file://{path}"
+    return f"file://{write_token(tmp_path / name, value)}"
 
 
 def clients_config(tmp_path: Path, *, extra: str = "", audit: Path | None = None) -> str:

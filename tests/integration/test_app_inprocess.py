@@ -15,6 +15,7 @@ from agent.config import Settings, load_settings
 from agent.core.metrics import Metrics
 from agent.server.app import create_app
 from agent.server.lifecycle import build_components
+from tests.support.configs import write_token
 from tests.support.fakes import FakeSource
 
 TOKEN = "in-process-" + "d4" * 12
@@ -92,9 +93,7 @@ async def test_policy_denies_before_any_upstream_call(
     aiohttp_client: ClientFactory, source: FakeSource, tmp_path: Any
 ) -> None:
     """A client outside its allow list gets the uniform 403 and the source is never called."""
-    token_file = tmp_path / "web.token"
-    token_file.write_text("web-" + "e5" * 12)
-    token_file.chmod(0o600)
+    token_file = write_token(tmp_path / "web.token", "web-" + "e5" * 12)
     config = tmp_path / "agent.toml"
     config.write_text(f'[[clients]]\nname = "web"\ntoken = "file://{token_file}"\nallow = ["other/*"]\n')
     cfg = load_settings(str(config), environ={"AWS_TOKEN": TOKEN}, overrides={"aws.region": "us-east-1"})

@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.dev.emulator import MotoServer, free_port
 from tests.support.agent import AgentFactory, run_cli
+from tests.support.configs import write_token
 from tests.support.faultproxy import Fault, FaultProxy
 
 CLIENT_TOKEN = "ops-" + "c3" * 12
@@ -16,9 +17,7 @@ CLIENT_TOKEN = "ops-" + "c3" * 12
 
 def clients_only(tmp_path: Path) -> str:
     """One client, recognised by its token only; no shared auth.token."""
-    path = tmp_path / "ops.token"
-    path.write_text(CLIENT_TOKEN)
-    path.chmod(0o600)
+    path = write_token(tmp_path / "ops.token", CLIENT_TOKEN)
     return f'[[clients]]\nname = "ops"\ntoken = "file://{path}"\nallow = ["ops/*"]\n'
 
 
@@ -40,9 +39,7 @@ async def test_clients_only_agent_read_with_token_file_or_environment(
 ) -> None:
     """With only [[clients]] tokens, --token-file and SECRETS_AGENT_TOKEN name the client's token."""
     sm.create_secret(Name="ops/key", SecretString="k-2")
-    token_path = tmp_path / "cli.token"
-    token_path.write_text(CLIENT_TOKEN + "\n")
-    token_path.chmod(0o600)
+    token_path = write_token(tmp_path / "cli.token", CLIENT_TOKEN + "\n")
     async with run_agent(moto.url, config=clients_only(tmp_path), shared_token=False) as agent:
         env = {"SECRETS_AGENT_SERVER_HTTP_PORT": str(agent.started.tcp[1]), "AWS_TOKEN": ""}
         by_file = await asyncio.to_thread(run_cli, ["get", "ops/key", "--token-file", str(token_path)], env)
@@ -91,9 +88,7 @@ async def test_wait_reports_a_timeout_when_the_agent_answers_but_is_not_ready(
 async def test_exec_embedded_agent_accepts_the_callers_own_token(sm: Any, moto: MotoServer, tmp_path: Path) -> None:
     """With no agent running and only --token-file, exec's embedded agent serves the child with that token."""
     sm.create_secret(Name="ops/emb", SecretString="embedded")
-    token_path = tmp_path / "cli.token"
-    token_path.write_text(CLIENT_TOKEN)
-    token_path.chmod(0o600)
+    token_path = write_token(tmp_path / "cli.token", CLIENT_TOKEN)
     env = {
         "SECRETS_AGENT_SERVER_HTTP_PORT": str(free_port()),
         "SECRETS_AGENT_AWS_ENDPOINT_URL": moto.url,

@@ -14,6 +14,7 @@ import aiohttp
 
 from agent.dev.emulator import MotoServer, free_port
 from tests.support.agent import TOKEN, AgentProcess, run_cli
+from tests.support.configs import write_token
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.waiting import eventually
 
@@ -213,17 +214,13 @@ async def test_token_file_rotation_without_restart(
 ) -> None:
     """Replacing the token file's content switches the accepted token without a restart."""
     sm.create_secret(Name="tf", SecretString="v")
-    token_file = tmp_path / "token"
-    token_file.write_text("first-token-value")
-    token_file.chmod(0o600)
+    token_file = write_token(tmp_path / "token", "first-token-value")
     port = free_port()
     proc = agent_process(base_args(moto.url, port), {"SECRETS_AGENT_AUTH_TOKEN": f"file://{token_file}"})
     await asyncio.to_thread(proc.wait_for, '"listening"')
     url = f"http://127.0.0.1:{port}/value/tf"
     assert (await fetch(url, token="first-token-value"))[0] == 200
-    replacement = tmp_path / "token.new"
-    replacement.write_text("second-token-value")
-    replacement.chmod(0o600)
+    replacement = write_token(tmp_path / "token.new", "second-token-value")
     replacement.replace(token_file)
 
     async def new_token_accepted() -> bool:
@@ -240,9 +237,7 @@ async def test_sighup_reloads_tokens_and_reopens_audit(
 ) -> None:
     """SIGHUP re-reads client token files at once and reopens the audit file after logrotate moved it."""
     sm.create_secret(Name="app/s", SecretString="v")
-    token = tmp_path / "app.token"
-    token.write_text("app-token-one")
-    token.chmod(0o600)
+    token = write_token(tmp_path / "app.token", "app-token-one")
     audit = tmp_path / "audit.log"
     config = tmp_path / "agent.toml"
     config.write_text(

@@ -17,6 +17,7 @@ import botocore.exceptions
 import pytest
 
 from tests.support.agent import TOKEN, AgentFactory, AgentHandle
+from tests.support.configs import write_token
 from tests.support.faultproxy import FaultProxy
 from tests.support.paths import JS_DIR
 
@@ -78,9 +79,7 @@ async def test_batch_and_describe(sm: Any, proxy: FaultProxy, run_agent: AgentFa
 
 
 def app_config(tmp_path: Path) -> str:
-    token = tmp_path / "app.token"
-    token.write_text(APP_TOKEN)
-    token.chmod(0o600)
+    token = write_token(tmp_path / "app.token", APP_TOKEN)
     return f'[[clients]]\nname = "app"\ntoken = "file://{token}"\nallow = ["app/*"]\n'
 
 

@@ -14,3 +14,10 @@ def expected_keys(path: Path) -> list[str]:
     first = path.read_text().splitlines()[0]
     assert first.startswith("# expect: ")
     return [key.strip() for key in first.removeprefix("# expect: ").split(",")]
+
+
+def write_token(path: Path, value: str) -> Path:
+    """A token file as the agent wants it: the token, mode 0600 (looser modes draw a warning)."""
+    path.write_text(value)
+    path.chmod(0o600)
+    return path

@@ -9,6 +9,7 @@ import pytest
 from agent.config import EnvRef, load_settings
 from agent.config.schema import SCHEMA
 from agent.core.errors import ConfigError
+from tests.support.configs import write_token
 
 ENV = {"AWS_TOKEN": "t0ken"}
 
@@ -77,9 +78,7 @@ def test_arrays_of_tables_say_they_belong_in_the_file(name: str) -> None:
 
 def test_a_toml_string_is_one_item_and_environment_text_is_split(tmp_path: Any) -> None:
     """In the file a string is one list item (a pattern may hold a comma); from the environment text is split."""
-    token = tmp_path / "t"
-    token.write_text("x" * 20)
-    token.chmod(0o600)
+    token = write_token(tmp_path / "t", "x" * 20)
     path = tmp_path / "agent.toml"
     path.write_text(
         f'[prefetch]\nsecrets = "a,b"\n[exec]\ncommand = "/opt/my app/run"\nenv = "A=b"\n'
