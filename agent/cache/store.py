@@ -11,16 +11,27 @@ GetSecretValue only if the stage moved (what AWS's agent does). A *version-id*
 entry never expires: a version's value is immutable. In poll mode the
 refresher confirms entries in the background, so reads rarely revalidate.
 
+Stale-while-revalidate. A stage entry past ``ttl_seconds`` but within
+``max_stale_seconds`` of its last confirmation is answered at once
+(``revalidating``) while one background revalidation runs; the reads after it
+see its result. A read never waits on upstream for a value it already holds,
+so a hung or slow upstream costs cached readers nothing.
+
 Stale-if-error. When the upstream call a read needs fails transiently
 (throttling, 5xx, timeouts, connection errors), the cached value is served
 anyway while it is at most ``max_stale_seconds`` past its last confirmation,
 and the lookup says so (``stale``). That key then backs off (exponential, full
 jitter): reads inside the backoff window make no upstream call. Non-transient
-errors (AccessDenied, ResourceNotFound) are never hidden: they reach the reader.
+errors (AccessDenied, ResourceNotFound) are never hidden: they reach the reader
+(after a background revalidation, the next one). ``ResourceNotFoundException``
+is remembered for ``negative_ttl_seconds`` (:mod:`agent.cache.failures`).
 
-Single flight. Concurrent misses for the same (id, selector) share one
-upstream call: the first creates a task, the rest await it through
-``asyncio.shield`` so one cancelled reader cannot cancel the fetch for others.
+Single flight and deadlines. Concurrent misses for the same (id, selector)
+share one upstream call, a task of the cache's own that no reader can cancel.
+A reader waits for it at most ``read_deadline_seconds`` (then 504, or the
+stale value), and not at all once :meth:`SecretCache.stop` was called at
+shutdown (then 503, or the stale value); the call itself runs on and fills
+the cache if it ever answers.
 """
 
 from __future__ import annotations
@@ -31,21 +42,22 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from aiocache import SimpleMemoryCache
 
+from agent.cache.failures import FailureBook, detached
 from agent.cache.rotations import Rotation, RotationFeed
-from agent.core.errors import UpstreamError
+from agent.core.errors import UpstreamClosed, UpstreamError, UpstreamTimeout
 from agent.core.types import AWSCURRENT, AWSPREVIOUS, SecretValue, Selector, partial_arn
 from agent.upstream.source import SecretMeta, SecretSource
-from agent.upstream.throttle import Backoff
 
-Outcome = Literal["hit", "miss", "refresh", "revalidated", "stale"]
-# Metrics also see "error": a lookup that ended in an upstream error.
+Outcome = Literal["hit", "miss", "refresh", "revalidated", "revalidating", "stale"]
+# Metrics also see "error" (a lookup that ended in an upstream error) and
+# "negative" (a remembered ResourceNotFoundException answered without a call).
 LookupObserver = Callable[[str], None]
-READ_BACKOFF_BASE_SECONDS = 1.0
-READ_BACKOFF_CAP_SECONDS = 60.0
+# Failure records kept per cache entry allowed (and never fewer than this).
+MIN_FAILURE_RECORDS = 1000
 
 
 @dataclass
@@ -66,13 +78,6 @@ class Lookup:
     age: float
 
 
-@dataclass
-class _Failure:
-    error: UpstreamError
-    retry_at: float
-    backoff: Backoff
-
-
 def _key(arn: str, selector: Selector) -> str:
     return f"{arn}|{selector.cache_suffix}"
 
@@ -91,6 +96,8 @@ class SecretCache:
         ttl_seconds: float,
         max_entries: int,
         max_stale_seconds: float,
+        read_deadline_seconds: float | None = None,
+        negative_ttl_seconds: float = 0,
         rotations: RotationFeed | None = None,
         clock: Callable[[], float] = time.monotonic,
         observe: LookupObserver | None = None,
@@ -100,6 +107,7 @@ class SecretCache:
         self._ttl = ttl_seconds
         self._max = max_entries
         self._max_stale = max_stale_seconds
+        self._deadline = read_deadline_seconds
         self._clock = clock
         self._observe = observe or (lambda _outcome: None)
         # timeout=None: aiocache would otherwise wrap every get in wait_for (a task per read).
@@ -110,7 +118,12 @@ class SecretCache:
         self._names: dict[str, str] = {}
         self._meta: dict[str, SecretMeta] = {}  # last DescribeSecret/ListSecrets view, for the SDK route
         self._inflight: dict[tuple[str, str], asyncio.Task[tuple[SecretValue, Outcome]]] = {}
-        self._failures: dict[tuple[str, str], _Failure] = {}
+        self.failures = FailureBook(
+            max_records=max(MIN_FAILURE_RECORDS, max_entries),
+            negative_ttl_seconds=negative_ttl_seconds,
+            clock=clock,
+        )
+        self._stopping: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -175,15 +188,16 @@ class SecretCache:
         return ages
 
     async def get(self, secret_id: str, selector: Selector, *, refresh: bool = False) -> Lookup:
-        """Return the value, from cache when fresh, else from upstream (single flight).
+        """Return the value: cached when fresh (or while revalidating), else from upstream (single flight).
 
-        Raises :class:`~agent.core.errors.UpstreamError` when upstream fails and no
-        cached value may stand in for it.
+        Raises :class:`~agent.core.errors.UpstreamError` when upstream fails (or
+        misses the read deadline) and no cached value may stand in for it.
         """
         now = self._clock()
         arn = self._aliases.get(secret_id) if self.caching else None
         key = _key(arn, selector) if arn is not None else None
         entry: Entry | None = await self._store.get(key) if key is not None else None
+        flight = (secret_id, selector.cache_suffix)
         if entry is not None and key is not None:
             if entry.error is not None:
                 await self.forget(entry.value.arn)
@@ -194,27 +208,36 @@ class SecretCache:
                 self._lru.move_to_end(key)
                 self._observe("hit")
                 return Lookup(entry.value, "hit", age)
-        flight = (secret_id, selector.cache_suffix)
-        failure = self._failures.get(flight)
-        if failure is not None and now < failure.retry_at:
-            return self._stale_or_raise(entry, failure.error, now)
+            if not refresh and age <= self._max_stale and self.failures.blocked(flight) is None:
+                self._revalidate_in_background(flight, secret_id, selector, entry)
+                self._lru.move_to_end(key)
+                self._observe("revalidating")
+                return Lookup(entry.value, "revalidating", age)
+        elif not refresh:
+            missing = self.failures.missing(flight)
+            if missing is not None:
+                self._observe("negative")
+                raise missing
+        blocked = self.failures.blocked(flight)
+        if blocked is not None:
+            return self._stale_or_raise(entry, blocked, now)
         work: Callable[[], Awaitable[tuple[SecretValue, Outcome]]]
-        if entry is not None and not refresh:
-            stale_entry = entry
-            work = lambda: self._revalidate(secret_id, selector, stale_entry)  # noqa: E731
+        if entry is not None and not refresh:  # past max_stale: confirm (DescribeSecret) before serving
+            held = entry
+            work = lambda: self._revalidate(secret_id, selector, held)  # noqa: E731
         else:
             previous = entry.value.version_id if entry is not None else None
-            work = lambda: self._load(secret_id, selector, "refresh" if refresh else "miss", previous)  # noqa: E731
+            how: Outcome = "refresh" if refresh else "miss"
+            work = lambda: self._load(secret_id, selector, how, previous)  # noqa: E731
         try:
-            value, outcome = await self._single_flight(flight, work)
+            value, outcome = await self._wait(flight, work)
         except UpstreamError as exc:
+            self.failures.note(flight, exc)
             if not exc.transient:
-                self._failures.pop(flight, None)
                 self._observe("error")
                 raise
-            self._note_failure(flight, exc, now)
             return self._stale_or_raise(entry, exc, now)
-        self._failures.pop(flight, None)
+        self.failures.clear(flight)
         self._observe(outcome)
         return Lookup(value, outcome, 0.0)
 
@@ -225,23 +248,68 @@ class SecretCache:
         self._observe("error")
         raise error
 
-    def _note_failure(self, flight: tuple[str, str], error: UpstreamError, now: float) -> None:
-        failure = self._failures.get(flight)
-        if failure is None:
-            failure = _Failure(error, now, Backoff(READ_BACKOFF_BASE_SECONDS, READ_BACKOFF_CAP_SECONDS))
-            self._failures[flight] = failure
-        failure.error = error
-        failure.retry_at = now + failure.backoff.next_delay()
-
-    async def _single_flight(
+    def _flight(
         self, flight: tuple[str, str], work: Callable[[], Awaitable[tuple[SecretValue, Outcome]]]
-    ) -> tuple[SecretValue, Outcome]:
+    ) -> asyncio.Task[tuple[SecretValue, Outcome]]:
+        """The upstream call for ``flight``: the one running, or a new one."""
         task = self._inflight.get(flight)
         if task is None:
             task = asyncio.ensure_future(work())
             self._inflight[flight] = task
             task.add_done_callback(lambda done: self._finish(flight, done))
-        return await asyncio.shield(task)
+        return task
+
+    async def _wait(
+        self, flight: tuple[str, str], work: Callable[[], Awaitable[tuple[SecretValue, Outcome]]]
+    ) -> tuple[SecretValue, Outcome]:
+        """Wait for the flight, at most the read deadline, and not past :meth:`stop`.
+
+        ``asyncio.wait`` never cancels what it waits for: a reader giving up (or
+        cancelled) leaves the call running for the others and for the cache.
+        """
+        task = self._flight(flight, work)
+        waiters: set[asyncio.Future[Any]] = {task, self._stop_signal()}
+        await asyncio.wait(waiters, timeout=self._deadline, return_when=asyncio.FIRST_COMPLETED)
+        if task.done() and not task.cancelled():
+            return task.result()
+        if self._stop_signal().done() or task.cancelled():  # only stop() cancels a flight
+            raise UpstreamClosed("the agent is shutting down")
+        raise UpstreamTimeout(f"Secrets Manager did not answer within the read deadline ({self._deadline:g} s)")
+
+    def _revalidate_in_background(
+        self, flight: tuple[str, str], secret_id: str, selector: Selector, entry: Entry
+    ) -> None:
+        if flight not in self._inflight:
+            self._flight(flight, lambda: self._revalidate_quietly(flight, secret_id, selector, entry))
+
+    async def _revalidate_quietly(
+        self, flight: tuple[str, str], secret_id: str, selector: Selector, entry: Entry
+    ) -> tuple[SecretValue, Outcome]:
+        """A background revalidation records its own outcome: nobody may be waiting for it."""
+        try:
+            result = await self._revalidate(secret_id, selector, entry)
+        except UpstreamError as exc:
+            self.failures.note(flight, exc)
+            if not exc.transient:
+                await self.fail(entry.value.arn, exc)  # surfaced by the next read, never hidden
+            raise
+        self.failures.clear(flight)
+        return result
+
+    def _stop_signal(self) -> asyncio.Future[None]:
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_future()
+        return self._stopping
+
+    async def stop(self) -> None:
+        """Shutdown: readers stop waiting on upstream at once; upstream calls still running are cancelled."""
+        signal = self._stop_signal()
+        if not signal.done():
+            signal.set_result(None)
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _finish(self, flight: tuple[str, str], task: asyncio.Task[tuple[SecretValue, Outcome]]) -> None:
         self._inflight.pop(flight, None)
@@ -334,8 +402,9 @@ class SecretCache:
 
     async def fail(self, arn: str, error: UpstreamError) -> None:
         """Record a non-transient failure: the next read of this secret raises ``error``."""
+        kept = detached(error)
         for key, entry in await self.entries(arn):
-            entry.error = error
+            entry.error = kept
             await self._store.set(key, entry)
 
     async def forget(self, arn: str) -> None:

@@ -39,6 +39,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "unix_socket_mode": Key(kinds.file_mode, 0o660),
         "max_connections": Key(kinds.integer(1, 10_000), 800),
         "allow_non_loopback": Key(kinds.boolean, False),
+        # SIGTERM: in-flight requests get this long; systemd's TimeoutStopSec (20) and Kubernetes' 30 s are longer.
+        "shutdown_grace_seconds": Key(kinds.positive, 10.0),
     },
     "auth": {
         "token": Key(kinds.string, "env:AWS_TOKEN"),
@@ -56,6 +58,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "ttl_seconds": Key(kinds.integer(0, 86_400), 300),  # AWS's agent's default TTL
         "max_entries": Key(kinds.integer(1, 1_000_000), 1000),
         "max_stale_seconds": Key(kinds.integer(0, 30 * 86_400), 86_400),
+        # How long a read waits for upstream before answering 504 (or the stale value).
+        "read_deadline_seconds": Key(kinds.positive, 3.0),
+        # How long a ResourceNotFoundException is answered without asking upstream again (0: off).
+        "negative_ttl_seconds": Key(kinds.integer(0, 3600), 5),
     },
     "refresh": {
         "mode": Key(kinds.choice(*REFRESH_MODES), "poll"),

@@ -19,6 +19,7 @@ class ServerSettings:
     unix_socket_mode: int
     max_connections: int
     allow_non_loopback: bool
+    shutdown_grace_seconds: float
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class CacheSettings:
     ttl_seconds: int
     max_entries: int
     max_stale_seconds: int
+    read_deadline_seconds: float
+    negative_ttl_seconds: int
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ The CLI maps classes to exit codes in one table (``agent.cli.exit_codes``).
     │   ├── UpstreamThrottled        429 ThrottlingException (transient)
     │   ├── UpstreamRejected         400 any other client error (InvalidParameter…)
     │   ├── UpstreamUnavailable      502 connection refused/reset, 5xx (transient)
-    │   │   └── UpstreamClosed       502 the agent is stopping: no more calls
+    │   │   └── UpstreamClosed       503 the agent is stopping: no more calls
     │   └── UpstreamTimeout          504 connect/read timeout (transient)
     └── ReadFailed                   get/wait/exec: the running agent did not give the value
         ├── AgentUnreachable         nothing answered on the socket or port
@@ -263,6 +263,7 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamClosed(UpstreamUnavailable):
     """The agent is shutting down: no further upstream attempts are made (botocore retries included)."""
 
+    status = 503
     code = "AgentShuttingDown"
 
 

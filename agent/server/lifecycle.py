@@ -9,8 +9,9 @@ the whole life between two signals:
 =============================================  ==============================================
 startup                                        shutdown
 =============================================  ==============================================
-upstream pool, pacer, audit file (built)       STOPPING=1; listeners closed, in-flight
-listeners (TCP, Unix socket)                   requests drained (nothing new can arrive)
+upstream pool, pacer, audit file (built)       STOPPING=1; reads waiting on upstream answered
+listeners (TCP, Unix socket)                   (stale or 503); listeners closed, in-flight
+                                               requests drained (nothing new can arrive)
 background tasks (refresher, readiness,        tasks cancelled and awaited; template
 events, watchdog)                              re-renders and commands finished
                                                pacer refuses retries, pool cancels queued calls
@@ -21,8 +22,10 @@ Listeners close first, although they opened before the tasks started, so that
 no request arrives (or starts a template re-render) while the parts it needs
 are being stopped.
 
-On SIGTERM/SIGINT in-flight requests get up to ``SHUTDOWN_GRACE_SECONDS``;
-the process then exits 0. :func:`serve` and :func:`run` are the entry points
+On SIGTERM/SIGINT in-flight requests get up to ``server.shutdown_grace_seconds``
+(reads still waiting on upstream are answered, stale or 503, just before it
+ends, never dropped); the process then exits 0, whatever upstream does: stuck
+upstream calls are abandoned (their worker threads are daemons). :func:`serve` and :func:`run` are the entry points
 the CLI, the demo and the tests use.
 """
 
@@ -64,7 +67,8 @@ from agent.upstream.throttle import AttemptPacer
 
 log = get_logger("agent.lifecycle")
 
-SHUTDOWN_GRACE_SECONDS = 10.0
+# Reads still waiting on upstream are answered this long before the shutdown grace ends.
+READ_CUTOFF_MARGIN_SECONDS = 1.0
 KEEPALIVE_TIMEOUT_SECONDS = 75.0
 
 
@@ -91,6 +95,8 @@ def build_components(settings: Settings, source: SecretSource, *, metrics: Metri
         ttl_seconds=settings.cache.ttl_seconds,
         max_entries=settings.cache.max_entries,
         max_stale_seconds=settings.cache.max_stale_seconds,
+        read_deadline_seconds=settings.cache.read_deadline_seconds,
+        negative_ttl_seconds=settings.cache.negative_ttl_seconds,
         rotations=rotations,
         observe=metrics.observe_lookup,
     )
@@ -173,7 +179,7 @@ class Agent:
             create_app(self.components),
             access_log=None,
             handle_signals=False,
-            shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+            shutdown_timeout=settings.server.shutdown_grace_seconds,
             keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
         )
         self.stop = asyncio.Event()
@@ -215,6 +221,11 @@ class Agent:
         log.info("listening", http=f"{tcp[0]}:{tcp[1]}", unix_socket=server.unix_socket, region=self.clients.region)
         return Started(tcp=(tcp[0], tcp[1]), unix_socket=server.unix_socket, components=self.components, stop=self.stop)
 
+    async def _cut_off_reads(self) -> None:
+        grace = self.settings.server.shutdown_grace_seconds
+        await asyncio.sleep(max(0.0, grace - min(READ_CUTOFF_MARGIN_SECONDS, grace / 2)))
+        await self.components.cache.stop()
+
     def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(work, name=name))
 
@@ -239,8 +250,14 @@ class Agent:
         """Undo :meth:`startup`: listeners and in-flight requests first; safe after a half-way startup."""
         if self.runner.server is not None:
             self.notifier.stopping()
-            # Listeners first: no new request arrives, in-flight ones finish (up to the grace).
-            await self.runner.cleanup()
+            # In-flight requests get the grace to finish; shortly before it ends, reads still
+            # waiting on upstream are answered (stale value, or 503) rather than cut off.
+            cutoff = asyncio.create_task(self._cut_off_reads(), name="read-cutoff")
+            await self.runner.cleanup()  # closes the listeners, then waits for in-flight requests
+            cutoff.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cutoff
+        await self.components.cache.stop()  # abandons upstream calls still running
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

@@ -55,7 +55,18 @@ async def test_stale_if_error(sm: Any, proxy: FaultProxy, run_agent: AgentFactor
         await agent.wait_ready()
         await asyncio.sleep(1.2)  # deliberate: let the 1 s TTL lapse, so reads must go upstream
         on_secrets_manager(proxy, fault)
-        for path in ("/value/stale/s", "/v1/stale/s", "/v1/stale/s?refreshNow=true"):
+        # Past the TTL the first read is answered at once while the revalidation fails behind it...
+        first = await agent.get("/value/stale/s")
+        assert (first.status, first.text, first.headers["X-Cache"]) == (200, "last-good", "revalidating")
+
+        async def marked_stale() -> bool:
+            reply = await agent.get("/v1/stale/s")
+            assert reply.status == 200, reply.text
+            return reply.headers["X-Cache"] == "stale" and reply.headers["X-Cache-Stale"] == "true"
+
+        # ...then reads (refreshNow ones too) say the cached value stands in for a failing upstream.
+        await eventually(marked_stale, timeout=10, message="reads to be marked stale")
+        for path in ("/value/stale/s", "/v1/stale/s?refreshNow=true"):
             reply = await agent.get(path)
             assert reply.status == 200, reply.text
             assert reply.headers["X-Cache"] == "stale" and reply.headers["X-Cache-Stale"] == "true"
@@ -66,7 +77,7 @@ async def test_stale_if_error(sm: Any, proxy: FaultProxy, run_agent: AgentFactor
 
 
 async def test_non_transient_errors_are_surfaced(sm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
-    """AccessDenied on revalidation reaches the reader: it is not hidden behind the cached value."""
+    """AccessDenied found by a revalidation reaches the next reader: it is not hidden behind the cached value."""
     sm.create_secret(Name="deny/s", SecretString="v")
     async with run_agent(
         proxy.url, cache__ttl_seconds=1, refresh__interval_seconds=3600, prefetch__secrets=["deny/s"]
@@ -74,8 +85,13 @@ async def test_non_transient_errors_are_surfaced(sm: Any, proxy: FaultProxy, run
         await agent.wait_ready()
         await asyncio.sleep(1.2)  # deliberate: let the 1 s TTL lapse, so reads must go upstream
         on_secrets_manager(proxy, Fault("*", "error", status=400, code="AccessDeniedException"))
-        reply = await agent.get("/value/deny/s")
-        assert reply.status == 403 and reply.json()["__type"] == "AccessDeniedException"
+        assert (await agent.get("/value/deny/s")).headers["X-Cache"] == "revalidating"  # answered at once
+
+        async def denied() -> bool:
+            reply = await agent.get("/value/deny/s")
+            return reply.status == 403 and reply.json()["__type"] == "AccessDeniedException"
+
+        await eventually(denied, timeout=5, message="the revalidation's AccessDenied to reach a reader")
 
 
 async def test_readyz_and_reads_fail_past_max_stale(sm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
@@ -125,7 +141,8 @@ async def test_attempts_capped_while_throttled(sm: Any, proxy: FaultProxy, run_a
         stop.set()
         await asyncio.gather(*readers)
     attempts = [t - started for t, op in proxy.times if op in SM_OPERATIONS and t >= started]
-    assert statuses and set(statuses) <= {429}
+    # 429 when the throttling answer arrives in time; 504 when pacing holds a call past the read deadline.
+    assert statuses and set(statuses) <= {429, 504}
     # From one second in, no second holds more than 5 attempts; before that, the attempts
     # already in flight when the first throttle came back (at most the 10 pool workers).
     windows = [sum(1 for t in attempts if w <= t < w + 1.0) for w in attempts if w >= 1.0]

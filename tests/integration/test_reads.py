@@ -9,6 +9,7 @@ from typing import Any
 from agent.dev.emulator import MotoServer
 from tests.support.agent import AgentFactory
 from tests.support.faultproxy import FaultProxy
+from tests.support.waiting import eventually
 
 
 async def test_get_query_returns_getsecretvalue_shape(sm: Any, moto: MotoServer, run_agent: AgentFactory) -> None:
@@ -101,7 +102,7 @@ async def test_refresh_now_bypasses_cache(sm: Any, proxy: FaultProxy, run_agent:
 
 
 async def test_ttl_bounds_unconfirmed_serving(sm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
-    """With ttl_seconds=1 a value older than a second is fetched again on the next read."""
+    """With ttl_seconds=1 a value older than a second is revalidated (and re-read) on the next read."""
     import asyncio
 
     sm.create_secret(Name="t", SecretString="v1")
@@ -109,7 +110,13 @@ async def test_ttl_bounds_unconfirmed_serving(sm: Any, proxy: FaultProxy, run_ag
         assert (await agent.get("/value/t")).text == "v1"
         sm.put_secret_value(SecretId="t", SecretString="v2")
         await asyncio.sleep(1.2)  # deliberate: let the 1 s TTL lapse
-        assert (await agent.get("/value/t")).text == "v2"
+        expired = await agent.get("/value/t")  # answered at once from cache while it revalidates
+        assert (expired.text, expired.headers["X-Cache"]) == ("v1", "revalidating")
+
+        async def fetched_again() -> bool:
+            return (await agent.get("/value/t")).text == "v2"
+
+        await eventually(fetched_again, message="the revalidation to fetch v2")
     assert proxy.calls["GetSecretValue"] == 2
 
 

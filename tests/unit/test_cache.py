@@ -15,6 +15,11 @@ from tests.support.fakes import FakeSource
 from tests.support.waiting import eventually
 
 
+def await_idle(cache: SecretCache) -> bool:
+    """True once no upstream call of the cache is in flight (background revalidations included)."""
+    return not cache._inflight
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -72,7 +77,7 @@ async def test_eviction_drops_aliases() -> None:
 
 
 async def test_ttl_expiry_revalidates_without_rereading() -> None:
-    """Past ttl_seconds a read revalidates with DescribeSecret; the value is re-read only if it moved."""
+    """Past ttl_seconds a read is answered at once while DescribeSecret revalidates; re-read only if it moved."""
     source = FakeSource()
     secret = source.add("s", "v")
     clock = Clock()
@@ -81,14 +86,17 @@ async def test_ttl_expiry_revalidates_without_rereading() -> None:
     clock.now += 9.9
     assert (await cache.get("s", CURRENT)).outcome == "hit"
     clock.now += 0.2
-    revalidated = await cache.get("s", CURRENT)
-    assert revalidated.outcome == "revalidated" and revalidated.value.secret_string == "v"
+    expired = await cache.get("s", CURRENT)
+    assert expired.outcome == "revalidating" and expired.value.secret_string == "v"
+    await eventually(lambda: await_idle(cache))
     assert source.calls["s"] == 1 and source.calls[f"describe:{secret.arn}"] == 1
     assert (await cache.get("s", CURRENT)).outcome == "hit"  # confirmation restarted the TTL
     source.add("s", "v2", version="v2")
     clock.now += 11
+    assert (await cache.get("s", CURRENT)).value.secret_string == "v"  # answered at once, old value
+    await eventually(lambda: await_idle(cache))
     moved = await cache.get("s", CURRENT)
-    assert moved.outcome == "miss" and moved.value.secret_string == "v2"
+    assert moved.outcome == "hit" and moved.value.secret_string == "v2"
 
 
 async def test_version_id_entries_never_expire() -> None:
@@ -112,6 +120,8 @@ async def test_stale_if_error_serves_last_good_value() -> None:
     await cache.get("s", CURRENT)
     clock.now += 50
     source.fail_with = UpstreamUnavailable("down")
+    assert (await cache.get("s", CURRENT)).outcome == "revalidating"  # the revalidation fails behind it
+    await eventually(lambda: await_idle(cache))
     stale = await cache.get("s", CURRENT)
     assert (stale.outcome, stale.value.secret_string, stale.age) == ("stale", "good", 50)
 
@@ -126,7 +136,9 @@ async def test_stale_reads_back_off_from_upstream() -> None:
     clock.now += 20
     source.fail_with = UpstreamUnavailable("down")
     await cache.get("s", CURRENT)
+    await eventually(lambda: await_idle(cache))
     tries = source.calls[f"describe:{secret.arn}"]
+    assert tries == 1
     for _ in range(20):
         assert (await cache.get("s", CURRENT)).outcome == "stale"
     assert source.calls[f"describe:{secret.arn}"] == tries
@@ -146,7 +158,7 @@ async def test_past_max_stale_the_error_surfaces() -> None:
 
 
 async def test_non_transient_error_is_not_hidden() -> None:
-    """AccessDenied/ResourceNotFound are raised even when a cached value exists."""
+    """AccessDenied/ResourceNotFound found by a revalidation reach the next reader although a value is cached."""
     source = FakeSource()
     source.add("s", "good")
     clock = Clock()
@@ -154,6 +166,8 @@ async def test_non_transient_error_is_not_hidden() -> None:
     await cache.get("s", CURRENT)
     clock.now += 20
     source.fail_with = UpstreamDenied("no")
+    assert (await cache.get("s", CURRENT)).outcome == "revalidating"
+    await eventually(lambda: await_idle(cache))
     with pytest.raises(UpstreamDenied):
         await cache.get("s", CURRENT)
 

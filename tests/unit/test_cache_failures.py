@@ -1,0 +1,119 @@
+"""Failed reads cost bounded memory and few upstream calls: backoff records, negative cache, deadlines, stop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agent.cache.failures import FailureBook, detached
+from agent.cache.store import SecretCache
+from agent.core.errors import SecretNotFound, UpstreamClosed, UpstreamTimeout, UpstreamUnavailable
+from agent.core.types import CURRENT
+from tests.support.fakes import FakeSource
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cache_for(source: FakeSource, clock: Clock | None = None, **kwargs: float) -> SecretCache:
+    options = {"ttl_seconds": 10.0, "max_entries": 10, "max_stale_seconds": 100.0, **kwargs}
+    return SecretCache(source, clock=clock or Clock(), **options)  # type: ignore[arg-type]
+
+
+async def test_missing_secret_is_asked_once_per_negative_ttl() -> None:
+    """1000 reads of a missing id make one upstream call inside negative_ttl_seconds, each still a 404."""
+    source = FakeSource()
+    clock = Clock()
+    cache = cache_for(source, clock, negative_ttl_seconds=5)
+    for _ in range(1000):
+        with pytest.raises(SecretNotFound):
+            await cache.get("nope", CURRENT)
+    assert source.calls["nope"] == 1
+    source.add("nope", "created")
+    with pytest.raises(SecretNotFound):
+        await cache.get("nope", CURRENT)  # still inside the bound
+    assert (await cache.get("nope", CURRENT, refresh=True)).value.secret_string == "created"  # refreshNow bypasses
+    assert source.calls["nope"] == 2
+
+
+async def test_created_secret_seen_after_the_negative_ttl() -> None:
+    """A secret created after a 404 is read once negative_ttl_seconds have passed."""
+    source = FakeSource()
+    clock = Clock()
+    cache = cache_for(source, clock, negative_ttl_seconds=5)
+    with pytest.raises(SecretNotFound):
+        await cache.get("later", CURRENT)
+    source.add("later", "v")
+    clock.now += 5.1
+    assert (await cache.get("later", CURRENT)).value.secret_string == "v"
+
+
+async def test_failure_records_are_bounded_and_hold_no_traceback() -> None:
+    """10,000 distinct failing ids leave at most max(1000, max_entries) records, none with a traceback."""
+    source = FakeSource()
+    source.fail_with = UpstreamUnavailable("down")
+    cache = cache_for(source)
+    for index in range(10_000):
+        with pytest.raises(UpstreamUnavailable):
+            await cache.get(f"id-{index}", CURRENT)
+    assert len(cache.failures) == 1000
+    kept = cache.failures.blocked(("id-9999", CURRENT.cache_suffix))
+    assert kept is not None and kept.__traceback__ is None and kept.__cause__ is None
+
+
+def test_detached_error_keeps_class_code_and_message() -> None:
+    """A detached copy answers like the original (class, code, message) without its exception chain."""
+    try:
+        try:
+            raise ValueError("botocore internals")
+        except ValueError as inner:
+            raise UpstreamUnavailable("boom", code="InternalServiceError") from inner
+    except UpstreamUnavailable as original:
+        copy = detached(original)
+    assert (type(copy), copy.code, copy.message) == (UpstreamUnavailable, "InternalServiceError", "boom")
+    assert copy.__cause__ is None and copy.__traceback__ is None
+
+
+def test_failure_book_evicts_least_recently_failed() -> None:
+    """Past max_records the oldest failing key is forgotten first."""
+    book = FailureBook(max_records=2, negative_ttl_seconds=5, clock=Clock())
+    for name in ("a", "b", "c"):
+        book.note((name, "x"), SecretNotFound("missing"))
+    assert [book.missing((name, "x")) is not None for name in ("a", "b", "c")] == [False, True, True]
+
+
+async def test_read_deadline_answers_504_or_the_stale_value() -> None:
+    """A hung upstream costs a reader at most read_deadline_seconds: 504 for a miss, the cached value otherwise."""
+    source = FakeSource()
+    source.add("s", "cached")
+    clock = Clock()
+    cache = cache_for(source, clock, read_deadline_seconds=0.05, max_stale_seconds=100)
+    await cache.get("s", CURRENT)
+    source.gate = asyncio.Event()  # upstream stops answering
+    with pytest.raises(UpstreamTimeout):
+        await cache.get("other", CURRENT)
+    clock.now += 20
+    served = await cache.get("s", CURRENT, refresh=True)
+    assert (served.outcome, served.value.secret_string) == ("stale", "cached")
+    source.gate.set()
+    await cache.stop()
+
+
+async def test_stop_answers_waiting_readers_at_once() -> None:
+    """At shutdown a reader waiting on a hung upstream gets UpstreamClosed (503) instead of hanging."""
+    source = FakeSource()
+    source.add("s", "v")
+    source.gate = asyncio.Event()
+    cache = cache_for(source, read_deadline_seconds=60)
+    reader = asyncio.create_task(cache.get("s", CURRENT))
+    await asyncio.sleep(0)  # the reader is now waiting on the upstream call
+    await cache.stop()
+    with pytest.raises(UpstreamClosed) as caught:
+        await reader
+    assert caught.value.status == 503
