@@ -37,7 +37,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "http_port": Key(kinds.integer(0, 65535), DEFAULT_PORT),
         "unix_socket": Key(kinds.optional_string, None),
         "unix_socket_mode": Key(kinds.file_mode, 0o660),
-        "max_connections": Key(kinds.integer(1, 10_000), 800),
+        "max_connections": Key(kinds.integer(1, 10_000), 800),  # TCP
+        "unix_max_connections": Key(kinds.integer(1, 10_000), 800),  # the Unix socket's own budget
+        "unix_max_connections_per_uid": Key(kinds.integer(1, 10_000), 256),
+        # Closed after this long with no request in progress (AWS's agent: 61 s per connection).
+        "idle_timeout_seconds": Key(kinds.positive, 60.0),
+        # A request whose headers (or body) have not fully arrived after this long is dropped.
+        "header_timeout_seconds": Key(kinds.positive, 5.0),
+        "body_timeout_seconds": Key(kinds.positive, 5.0),
+        # Host header values accepted on TCP besides loopback names and addresses (DNS rebinding guard).
+        "allowed_hosts": Key(kinds.string_list, ()),
         "allow_non_loopback": Key(kinds.boolean, False),
         # SIGTERM: in-flight requests get this long; systemd's TimeoutStopSec (20) and Kubernetes' 30 s are longer.
         "shutdown_grace_seconds": Key(kinds.positive, 10.0),

@@ -18,6 +18,12 @@ class ServerSettings:
     unix_socket: str | None
     unix_socket_mode: int
     max_connections: int
+    unix_max_connections: int
+    unix_max_connections_per_uid: int
+    idle_timeout_seconds: float
+    header_timeout_seconds: float
+    body_timeout_seconds: float
+    allowed_hosts: tuple[str, ...]
     allow_non_loopback: bool
     shutdown_grace_seconds: float
 

@@ -24,6 +24,7 @@ The CLI maps classes to exit codes in one table (``agent.cli.exit_codes``).
     │   │   └── FieldNotFound        404 a JSON field the secret does not have
     │   ├── MethodNotAllowed         405 not a GET
     │   ├── PayloadTooLarge          413 a request body over the limit
+    │   ├── RequestTimeout           408 a request body that does not arrive in time
     │   ├── TooManyConnections       429 connection limit
     │   ├── TooManyRequests          429 a client's rate_per_second
     │   └── ProtocolError            400 a bad Secrets Manager JSON-protocol request
@@ -140,6 +141,13 @@ class PayloadTooLarge(RequestError):
     """A request body larger than the server accepts."""
 
     status = 413
+
+
+class RequestTimeout(RequestError):
+    """A request body that did not arrive within ``server.body_timeout_seconds``."""
+
+    status = 408
+    code = "RequestTimeoutException"
 
 
 class TooManyConnections(RequestError):

@@ -29,10 +29,8 @@ def create_app(parts: Components) -> web.Application:
     """Build the application around ``parts``."""
     app = web.Application(
         middlewares=[
-            observe_middleware(parts.metrics, parts.audit),
-            guard_middleware(
-                parts.limiter, parts.auth, parts.rates, parts.metrics, metrics_public=parts.metrics_public
-            ),
+            observe_middleware(parts.metrics, parts.audit, parts.connections),
+            guard_middleware(parts),
         ],
     )
     app[COMPONENTS] = parts

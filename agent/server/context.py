@@ -18,7 +18,7 @@ from agent.access.identity import Authenticator, Peer, RateLimiter
 from agent.cache.refresher import Refresher
 from agent.cache.store import SecretCache
 from agent.core.metrics import Metrics
-from agent.server.connections import ConnectionLimiter
+from agent.server.connections import ConnectionGuard
 from agent.server.reader import SecretReader
 
 if TYPE_CHECKING:  # for typing only: Jinja2 is loaded only when templates are configured
@@ -35,8 +35,10 @@ class Components:
     auth: Authenticator
     rates: RateLimiter
     metrics: Metrics
-    limiter: ConnectionLimiter
+    connections: ConnectionGuard
     audit: AuditLog
+    body_timeout_seconds: float
+    allowed_hosts: frozenset[str] = frozenset()  # Host values accepted on TCP besides loopback ones
     metrics_public: bool = False
     templates: TemplateRenderer | None = None
     # Set once prefetch and the first template render are done (readiness, READY=1).

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvloop
-from aiohttp import web
 
 from agent import __version__
 from agent.access.audit import AuditLog
@@ -54,9 +53,10 @@ from agent.core.log import get_logger
 from agent.core.metrics import Metrics
 from agent.delivery.notify import Notifier
 from agent.server.app import create_app
-from agent.server.connections import ConnectionLimiter
+from agent.server.connections import ConnectionGuard
 from agent.server.context import Components
 from agent.server.listeners import start_tcp, start_unix
+from agent.server.protocol import AgentRunner
 from agent.server.reader import SecretReader
 from agent.upstream.calls import SECRETS_MANAGER, UpstreamCalls
 from agent.upstream.events import EventListener
@@ -69,7 +69,6 @@ log = get_logger("agent.lifecycle")
 
 # Reads still waiting on upstream are answered this long before the shutdown grace ends.
 READ_CUTOFF_MARGIN_SECONDS = 1.0
-KEEPALIVE_TIMEOUT_SECONDS = 75.0
 
 
 @dataclass
@@ -121,7 +120,15 @@ def build_components(settings: Settings, source: SecretSource, *, metrics: Metri
         auth=Authenticator(settings.auth, settings.clients),
         rates=RateLimiter(settings.clients),
         metrics=metrics,
-        limiter=ConnectionLimiter(settings.server.max_connections),
+        connections=ConnectionGuard(
+            max_tcp=settings.server.max_connections,
+            max_unix=settings.server.unix_max_connections,
+            max_per_uid=settings.server.unix_max_connections_per_uid,
+            idle_timeout=settings.server.idle_timeout_seconds,
+            header_timeout=settings.server.header_timeout_seconds,
+        ),
+        body_timeout_seconds=settings.server.body_timeout_seconds,
+        allowed_hosts=frozenset(settings.server.allowed_hosts),
         audit=audit,
         metrics_public=settings.metrics.public,
         templates=templates,
@@ -175,12 +182,15 @@ class Agent:
                 wait_seconds=settings.events.wait_time_seconds,
             )
         self.notifier = Notifier(settings.systemd)
-        self.runner = web.AppRunner(
+        self.runner = AgentRunner(
             create_app(self.components),
+            guard=self.components.connections,
             access_log=None,
             handle_signals=False,
             shutdown_timeout=settings.server.shutdown_grace_seconds,
-            keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
+            keepalive_timeout=settings.server.idle_timeout_seconds,
+            # After a response, an unread request body is drained at most this long before the close.
+            lingering_time=settings.server.body_timeout_seconds,
         )
         self.stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -203,9 +213,7 @@ class Agent:
         if settings.aws.validate_credentials:
             identity = await caller_identity(self.clients, self.calls)
             log.info("aws_identity", account=identity["account"], arn=identity["arn"], region=self.clients.region)
-        await self.runner.setup()
-        assert self.runner.server is not None
-        self.components.limiter.install(self.runner.server)
+        await self.runner.setup()  # AgentRunner installs the connection guard on its server
         server = settings.server
         await start_tcp(self.runner, server.http_host, server.http_port)
         if server.unix_socket:
@@ -217,6 +225,7 @@ class Agent:
         if self.events is not None:
             self._spawn("events", self.events.run())
         self._spawn("watchdog", self.notifier.watchdog())
+        self._spawn("connections", self.components.connections.sweep_forever())
         tcp = next(addr for addr in self.runner.addresses if isinstance(addr, tuple))
         log.info("listening", http=f"{tcp[0]}:{tcp[1]}", unix_socket=server.unix_socket, region=self.clients.region)
         return Started(tcp=(tcp[0], tcp[1]), unix_socket=server.unix_socket, components=self.components, stop=self.stop)

@@ -2,15 +2,20 @@
 
 Guard order follows AWS's agent, so clients see the same refusals:
 
-1. connection limit  → 429 (connection opened while ``max_connections`` were open)
-2. ``X-Forwarded-For`` → 400 (the request came through a proxy: possible SSRF)
-3. identity           → 403 (missing and wrong token look the same); on the SDK
-   route (``POST /`` with ``X-Amz-Target``) the SigV4 signature instead
-4. the client's ``rate_per_second`` → 429
-5. method not GET (the SDK route is POST) → 405
-6. unknown path       → 404 (raised by routing, rendered here)
+1. connection budget → 429 (connection opened over its listener's or its uid's
+   budget); the health routes are still answered, and the connection closed
+2. HTTP/0.9 or an absolute-form target (``GET http://host/…``) → 400
+3. ``X-Forwarded-For`` → 400 (the request came through a proxy: possible SSRF);
+   on TCP, a ``Host`` that is not a loopback name or address (DNS rebinding)
+   nor in ``server.allowed_hosts`` → 400
+4. identity           → 403 (missing and wrong token look the same); on the SDK
+   route (``POST /`` with ``X-Amz-Target``) the SigV4 signature instead, over
+   a body that must arrive within ``server.body_timeout_seconds`` (else 408)
+5. the client's ``rate_per_second`` → 429
+6. method not GET (the SDK route is POST) → 405
+7. unknown path       → 404 (raised by routing, rendered here)
 
-``/ping``, ``/healthz`` and ``/readyz`` skip steps 3-4 (and ``/metrics`` when
+``/ping``, ``/healthz`` and ``/readyz`` skip steps 4-5 (and ``/metrics`` when
 configured public); they reveal nothing about secrets. Every refusal is an
 :class:`~agent.core.errors.AgentError` rendered once, by ``observe``: as the
 HTTP API's ``{"__type", "message"}`` body, or, for a request the guard took as
@@ -29,11 +34,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion, web
 from aiohttp.typedefs import Handler
 
 from agent.access.audit import AuditLog
-from agent.access.identity import Authenticator, RateLimiter, peer_credentials
+from agent.access.identity import peer_credentials
+from agent.config.loader import is_loopback_host
 from agent.core.errors import (
     AgentError,
     BadRequest,
@@ -42,6 +48,7 @@ from agent.core.errors import (
     NotFound,
     PayloadTooLarge,
     RequestError,
+    RequestTimeout,
     SignatureError,
     TooManyConnections,
     TooManyRequests,
@@ -50,14 +57,26 @@ from agent.core.errors import (
 from agent.core.log import get_logger
 from agent.core.metrics import Metrics
 from agent.server import sdk
-from agent.server.connections import ConnectionLimiter
-from agent.server.context import CACHE_KEY, CLIENT_KEY, DECISION_KEY, PEER_KEY, SDK_KEY, SECRET_ID_KEY, SERVED_KEY
+from agent.server.connections import ConnectionGuard
+from agent.server.context import (
+    CACHE_KEY,
+    CLIENT_KEY,
+    DECISION_KEY,
+    PEER_KEY,
+    SDK_KEY,
+    SECRET_ID_KEY,
+    SERVED_KEY,
+    Components,
+)
 
 log = get_logger("agent.access_log")
 
 READ_ROUTES = frozenset({"get", "v1", "value", "sdk"})
 ALWAYS_PUBLIC = frozenset({"/ping", "/healthz", "/readyz"})
 MAX_REQUEST_ID = 64
+HTTP_1_0 = HttpVersion(1, 0)
+# Refusals about the connection rather than the request: always the HTTP form, and the connection closed.
+CONNECTION_LEVEL = (TooManyConnections, PayloadTooLarge, RequestTimeout)
 # aiohttp's own refusals (routing, body size), as the agent's errors.
 _HTTP_ERRORS: dict[int, tuple[type[RequestError], str]] = {
     404: (NotFound, "not found"),
@@ -117,13 +136,14 @@ def _audit_read(audit: AuditLog, request: web.Request, status: int, request_id: 
         audit.write({**record, **item})
 
 
-def observe_middleware(metrics: Metrics, audit: AuditLog) -> Any:
+def observe_middleware(metrics: Metrics, audit: AuditLog, connections: ConnectionGuard) -> Any:
     """Outermost: request id, error rendering, one log line, metrics and the audit record per request."""
     request_ids = _request_ids()
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
+        connections.request_started(request)
         request_id = _client_request_id(request) or next(request_ids)
         # Requests on one keep-alive connection share a task (and so a context):
         # binding overwrites the previous request's id.
@@ -140,10 +160,12 @@ def observe_middleware(metrics: Metrics, audit: AuditLog) -> Any:
             error = AgentError("internal error")
         route = request.match_info.route.name or "unknown"
         if error is not None:
-            as_sdk = SDK_KEY in request and not isinstance(error, TooManyConnections | PayloadTooLarge)
+            as_sdk = SDK_KEY in request and not isinstance(error, CONNECTION_LEVEL)
             response = sdk.error_response(error) if as_sdk else error_response(error)
-            if isinstance(error, TooManyConnections):
+            if isinstance(error, CONNECTION_LEVEL):
                 response.force_close()  # sends Connection: close and drops the connection after
+        if connections.over_limit(request):
+            response.force_close()  # a health probe answered over the budget: give the slot back
         response.headers["X-Request-Id"] = request_id
         elapsed = time.perf_counter() - started
         listener = _listener(request)
@@ -165,28 +187,33 @@ def observe_middleware(metrics: Metrics, audit: AuditLog) -> Any:
         if error is not None:
             fields["error"] = error.code
         log.info("request", **fields)
+        connections.request_finished(request)
         return response
 
     return observe
 
 
-def guard_middleware(
-    limiter: ConnectionLimiter,
-    auth: Authenticator,
-    rates: RateLimiter,
-    metrics: Metrics,
-    *,
-    metrics_public: bool,
-) -> Any:
+def host_name(header: str) -> str:
+    """The host part of a ``Host`` header: ``[::1]:2773`` → ``::1``, ``localhost:2773`` → ``localhost``."""
+    value = header.strip()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    name, sep, port = value.rpartition(":")
+    return name if sep and port.isdigit() else value
+
+
+def guard_middleware(parts: Components) -> Any:
     """The SSRF guard in AWS's order (see module docstring): connections, proxies, identity, rate, method."""
-    public = ALWAYS_PUBLIC | ({"/metrics"} if metrics_public else set())
+    auth, rates, metrics, connections = parts.auth, parts.rates, parts.metrics, parts.connections
+    public = ALWAYS_PUBLIC | ({"/metrics"} if parts.metrics_public else set())
+    allowed_hosts = frozenset(host.lower() for host in parts.allowed_hosts)
 
     async def identify(request: web.Request) -> str:
         if sdk.is_sdk_request(request):
             # AWS SDKs authenticate with SigV4: a SigV4 Authorization header is not a bearer token.
             request[SDK_KEY] = True  # from here on, refusals are answered as the SDK expects
             try:
-                return await sdk.authenticate(request, auth.secret_for)
+                return await sdk.authenticate(request, auth.secret_for, body_timeout=parts.body_timeout_seconds)
             except SignatureError as exc:
                 metrics.auth_failures.labels(
                     "unknown_key" if isinstance(exc, UnrecognizedClient) else "bad_signature"
@@ -198,12 +225,26 @@ def guard_middleware(
             raise Forbidden("missing or invalid token")
         return who.client
 
+    def check_host(request: web.Request) -> None:
+        # A browser tricked by DNS rebinding sends its own site's name; loopback names and
+        # addresses (and configured names) only. The Unix socket cannot be reached from a browser.
+        header = request.headers.get("Host")
+        if header is None or _listener(request) == "unix":
+            return
+        name = host_name(header).lower()
+        if name not in allowed_hosts and not is_loopback_host(name):
+            raise BadRequest("the Host header must name a loopback address (or one in server.allowed_hosts)")
+
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if limiter.over_limit(request):
+        if connections.over_limit(request) and request.path not in ALWAYS_PUBLIC:
             raise TooManyConnections("connection limit exceeded")
+        if request.version < HTTP_1_0 or not request.raw_path.startswith("/"):
+            # HTTP/0.9, and absolute-form targets (GET http://host/...) meant for a proxy.
+            raise BadRequest("only origin-form requests over HTTP/1.0 or later are served")
         if "X-Forwarded-For" in request.headers:
             raise BadRequest("requests with X-Forwarded-For are refused")
+        check_host(request)
         if request.path not in public:
             peer = peer_credentials(request.transport)
             if peer is not None:

@@ -20,6 +20,7 @@ faults 5xx so SDKs retry them (:func:`error_response`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,7 @@ from agent.core.errors import (
     AgentError,
     Forbidden,
     RequestError,
+    RequestTimeout,
     SerializationError,
     TooManyConnections,
     TooManyRequests,
@@ -107,9 +109,15 @@ def signed_request(request: web.Request, body: bytes) -> SignedRequest:
     )
 
 
-async def authenticate(request: web.Request, secret_for: Callable[[str], str | None]) -> str:
-    """Verify SigV4 over the body as received; the client name, or a :class:`~agent.core.errors.SignatureError`."""
-    body = await request.read()  # aiohttp keeps it: the handler reads the same bytes
+async def authenticate(request: web.Request, secret_for: Callable[[str], str | None], *, body_timeout: float) -> str:
+    """Verify SigV4 over the body as received; the client name, or a :class:`~agent.core.errors.SignatureError`.
+
+    A body that does not arrive within ``body_timeout`` is a 408 (connection closed).
+    """
+    try:
+        body = await asyncio.wait_for(request.read(), body_timeout)  # kept: the handler reads the same bytes
+    except TimeoutError:
+        raise RequestTimeout("the request body did not arrive in time") from None
     return verify(signed_request(request, body), secret_for)
 
 

@@ -111,23 +111,28 @@ async def test_metrics_count_requests_cache_and_upstream(sm: Any, moto: MotoServ
         assert "metric-canary-value" not in text and TOKEN not in text
 
 
-async def test_connection_limit(moto: MotoServer, run_agent: AgentFactory) -> None:
-    """A connection opened while max_connections are open (idle ones count) gets 429; later ones recover."""
+async def test_connection_limit(sm: Any, moto: MotoServer, run_agent: AgentFactory) -> None:
+    """Idle TCP connections filling max_connections cost TCP reads a 429, not health probes nor the socket."""
+    sm.create_secret(Name="cl/s", SecretString="v")
     async with run_agent(moto.url, server__max_connections=2) as agent:
         host, port = agent.started.tcp
-        limiter = agent.started.components.limiter
+        connections = agent.started.components.connections
         idle = [await asyncio.open_connection(host, port) for _ in range(2)]
-        await eventually(
-            lambda: limiter.open >= limiter.max_connections, message="the agent to count both idle connections"
-        )
+        await eventually(lambda: connections.open >= 2, message="the agent to count both idle connections")
         try:
-            over = await agent.get("/ping", token=None)  # a third connection
+            over = await agent.get("/v1/cl/s")  # a third TCP connection, over the budget
             assert over.status == 429
             assert over.json()["__type"] == "TooManyConnectionsException"
             assert over.headers.get("Connection", "").lower() == "close"
+            for path in ("/ping", "/healthz", "/readyz"):
+                probe = await agent.get(path, token=None)  # answered anyway, then the slot is given back
+                assert probe.status in (200, 503) and probe.headers.get("Connection", "").lower() == "close", path
+            assert (await agent.get("/ping", token=None)).text == "healthy"
+            over_socket = await agent.get("/v1/cl/s", unix=True)  # the socket has its own budget
+            assert over_socket.status == 200
         finally:
             for _reader, writer in idle:
                 writer.close()
                 await writer.wait_closed()
-        await eventually(lambda: limiter.open < limiter.max_connections, message="the agent to see connections close")
-        assert (await agent.get("/ping", token=None)).status == 200
+        await eventually(lambda: connections.open < 2, message="the agent to see connections close")
+        assert (await agent.get("/v1/cl/s")).status == 200

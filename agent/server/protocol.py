@@ -1,0 +1,90 @@
+"""aiohttp's connection layer, adjusted: connection tracking, and parser errors that echo nothing.
+
+:class:`AgentRunner` is aiohttp's ``AppRunner`` whose server hands out
+:class:`AgentRequestHandler` per connection. The handler does two things
+aiohttp's does not:
+
+- it tells the :class:`~agent.server.connections.ConnectionGuard` when the
+  first bytes of a request arrive, so a request that trickles in is bounded by
+  ``header_timeout`` and not by the keep-alive timeout;
+- a request the HTTP parser rejects (bad request line, folded or malformed
+  header, oversized field) is answered in the agent's JSON error shape with a
+  fixed message. aiohttp's own answer is plain text quoting the offending
+  bytes, which echoed a fragment of a token header back in one probe.
+
+Both hook aiohttp internals (``AppRunner._make_server`` and the handler class
+``Server.__call__`` builds), which are stable across aiohttp 3.x; the
+dependency is pinned below 4.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from agent.core.log import get_logger
+from agent.server.connections import ConnectionGuard
+
+log = get_logger("agent.protocol")
+
+_MALFORMED = json.dumps({"__type": "InvalidRequestException", "message": "malformed HTTP request"}).encode()
+_INTERNAL = json.dumps({"__type": "InternalFailure", "message": "internal error"}).encode()
+
+
+class AgentRequestHandler(RequestHandler):
+    """One connection: aiohttp's handler plus first-byte reporting and non-echoing parser errors."""
+
+    def data_received(self, data: bytes) -> None:
+        """Report the first bytes of a request to the connection guard, then parse as aiohttp does."""
+        manager = self._manager
+        if isinstance(manager, AgentServer) and data:
+            manager.guard.bytes_arrived(self)
+        super().data_received(data)
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """Answer a request aiohttp could not parse or handle, without echoing any of its bytes."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response is already on the wire; closing the connection")
+        # The class name only: the exception's text quotes the request's bytes.
+        log.info("malformed_request", status=status, error=type(exc).__name__ if exc is not None else None)
+        response = web.Response(
+            status=status, body=_MALFORMED if status < 500 else _INTERNAL, content_type="application/json"
+        )
+        response.force_close()
+        return response
+
+
+class AgentServer(web.Server):
+    """aiohttp's ``Server`` building :class:`AgentRequestHandler` connections that report to ``guard``."""
+
+    guard: ConnectionGuard
+
+    def __call__(self) -> RequestHandler:
+        """A handler for one new connection (the event loop's protocol factory)."""
+        return AgentRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class AgentRunner(web.AppRunner):
+    """``AppRunner`` serving through :class:`AgentServer` with ``guard`` counting its connections."""
+
+    def __init__(self, app: web.Application, *, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._guard = guard
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = AgentServer  # same object and state; only the handler class it builds differs
+        assert isinstance(server, AgentServer)
+        server.guard = self._guard
+        self._guard.install(server)
+        return server
