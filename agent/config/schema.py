@@ -39,6 +39,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "unix_socket_mode": Key(kinds.file_mode, 0o660),
         "max_connections": Key(kinds.integer(1, 10_000), 800),
         "allow_non_loopback": Key(kinds.boolean, False),
+        "lock_memory": Key(kinds.boolean, False),  # mlockall at start (`run`): needs CAP_IPC_LOCK or LimitMEMLOCK
     },
     "auth": {
         "token": Key(kinds.string, "env:AWS_TOKEN"),

@@ -19,6 +19,7 @@ class ServerSettings:
     unix_socket_mode: int
     max_connections: int
     allow_non_loopback: bool
+    lock_memory: bool
 
 
 @dataclass(frozen=True)
