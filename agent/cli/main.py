@@ -166,6 +166,7 @@ def _wait(args: argparse.Namespace) -> int:
 def _exec(args: argparse.Namespace) -> int:
     from agent.cli.embedded import embedded_agent
     from agent.delivery.supervisor import run_exec
+    from agent.server.hardening import harden_process
 
     settings = _settings(args)
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
@@ -180,6 +181,8 @@ def _exec(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     spec = dataclasses.replace(settings.exec, env=settings.exec.env + extra)
     agent_log.configure(settings.log.level, settings.log.format, stream=sys.stderr)
+    # Not dumpable (execve makes the child dumpable again); RLIMIT_CORE is left alone: the child inherits it.
+    harden_process(core_limit=False)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(run_exec(settings, command, spec, embedded_agent))
 

@@ -50,6 +50,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "allow_non_loopback": Key(kinds.boolean, False),
         # SIGTERM: in-flight requests get this long; systemd's TimeoutStopSec (20) and Kubernetes' 30 s are longer.
         "shutdown_grace_seconds": Key(kinds.positive, 10.0),
+        "lock_memory": Key(kinds.boolean, False),  # mlockall at start (`run`): needs CAP_IPC_LOCK or LimitMEMLOCK
     },
     "auth": {
         "token": Key(kinds.string, "env:AWS_TOKEN"),

@@ -26,6 +26,7 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...]
     allow_non_loopback: bool
     shutdown_grace_seconds: float
+    lock_memory: bool
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from agent.delivery.notify import Notifier
 from agent.server.app import create_app
 from agent.server.connections import ConnectionGuard
 from agent.server.context import Components
+from agent.server.hardening import harden_process
 from agent.server.listeners import start_tcp, start_unix
 from agent.server.protocol import AgentRunner
 from agent.server.reader import SecretReader
@@ -330,6 +331,7 @@ async def serve(
 
 
 def run(settings: Settings) -> None:
-    """Serve on a uvloop event loop until stopped."""
+    """Harden this process (see :mod:`agent.server.hardening`), then serve on a uvloop event loop until stopped."""
+    harden_process(lock_memory=settings.server.lock_memory)  # here, not in Agent: in-process agents stay dumpable
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
         loop_runner.run(serve(settings))

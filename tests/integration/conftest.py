@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 import signal
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -75,8 +75,8 @@ def agent_process() -> Iterator[Callable[..., AgentProcess]]:
     """Factory for agent child processes; all are stopped at teardown."""
     started: list[AgentProcess] = []
 
-    def start(args: list[str], extra_env: dict[str, str] | None = None) -> AgentProcess:
-        proc = AgentProcess(args, cli_environment(extra_env))
+    def start(args: list[str], extra_env: dict[str, str] | None = None, launcher: Sequence[str] = ()) -> AgentProcess:
+        proc = AgentProcess(args, cli_environment(extra_env), launcher)
         started.append(proc)
         return proc
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,10 +200,10 @@ def cli_environment(extra_env: dict[str, str] | None = None) -> dict[str, str]:
 class AgentProcess:
     """``python -m agent`` as a real child process, its output captured line by line."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], launcher: Sequence[str] = ()) -> None:
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent", *args],
+            [*launcher, sys.executable, "-m", "agent", *args],  # launcher: tests.support.launcher's prefix
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
