@@ -3,8 +3,21 @@
 Answers "who read which version of what, when, and when did it change".
 Records go to ``[audit] path`` (opened append-only, mode 0600, reopened on
 SIGHUP so logrotate can move the file) or to stdout with ``path = "-"``; each
-line is flushed as it is written. A record never holds a secret value or a
-token: only names, ARNs, version ids and stages.
+line is written with one unbuffered ``write`` as it is made. A record never
+holds a secret value or a token: only names, ARNs, version ids and stages.
+
+The trail cannot be redirected: the file is opened with ``O_NOFOLLOW`` and
+must be a regular file, with one link, owned by the agent's effective uid.
+At start anything else is a :class:`~agent.core.errors.ConfigError` naming
+``audit.path``; on SIGHUP it is a failed reopen.
+
+It fails closed (``[audit] on_failure = "deny"``, the default): a read whose
+record cannot be written, or any read while the last reopen failed, is
+refused by the observe middleware (:attr:`AuditLog.refuses_reads`). A failed
+reopen keeps the old file (records still land there, e.g. in the file
+logrotate renamed) and leaves the trail unhealthy (:attr:`AuditLog.problem`:
+``/readyz`` and ``secrets_agent_audit_healthy``) until a reopen succeeds. A
+failed write is counted and drops the gauge until a write succeeds.
 
 ``secrets-agent audit FILE`` summarises a file (:func:`summarize`).
 """
@@ -12,16 +25,21 @@ token: only names, ARNs, version ids and stages.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 
+from agent.config.schema import AUDIT_ON_FAILURE
+from agent.core.errors import ConfigError
 from agent.core.log import get_logger
+from agent.core.metrics import Metrics
 from agent.core.types import AWSCURRENT, SecretValue, Selector
 
 log = get_logger("agent.access.audit")
@@ -37,55 +55,170 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# O_NONBLOCK: a FIFO planted at the path must be refused, not wait for a reader.
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def open_audit_file(path: str) -> int:
+    """Open ``path`` for appending, refusing anything that could redirect the trail; the fd, mode 0600.
+
+    Raises :class:`OSError` (a symlink is ``ELOOP``) or :class:`ValueError` (not
+    a regular file with one link owned by this process's effective uid). The
+    mode is only tightened once the file is known to be the agent's own.
+    """
+    fd = os.open(path, _OPEN_FLAGS, 0o600)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("is not a regular file")
+        if info.st_uid != os.geteuid():
+            raise ValueError(f"is owned by uid {info.st_uid}, not the agent's uid {os.geteuid()}")
+        if info.st_nlink != 1:
+            raise ValueError(f"has {info.st_nlink} hard links (expected 1)")
+        os.set_blocking(fd, True)
+        os.fchmod(fd, 0o600)  # also tightens a file that existed with looser bits
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _reason(exc: OSError | ValueError) -> str:
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link (refused: the audit trail must not be redirected)"
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
 class AuditLog:
     """Writes audit records; a no-op when no path is configured."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(
+        self,
+        path: str | None,
+        *,
+        metrics: Metrics,
+        on_failure: str = "deny",
+    ) -> None:
+        if on_failure not in AUDIT_ON_FAILURE:
+            raise ValueError(f"on_failure must be one of {AUDIT_ON_FAILURE}, got {on_failure!r}")
         self.path = path
-        self._fh: TextIO | None = None
+        self.on_failure = on_failure
+        self._metrics = metrics
+        self._fd: int | None = None
+        self._stdout = False
         self._burst: dict[str, Any] | None = None
-        self._open()
+        self._reopen_problem: str | None = None
+        self._write_problem: str | None = None
+        self._torn = False  # the last write stopped mid-line: start the next one on a new line
+        for kind in ("write", "reopen"):
+            metrics.audit_failures.labels(kind)  # both series exist from the start, at 0
+        if path == "-":
+            self._stdout = True
+        elif path is not None:
+            try:
+                self._fd = open_audit_file(path)
+            except (OSError, ValueError) as exc:
+                raise ConfigError([("audit.path", f"{path}: {_reason(exc)}")]) from None
+        self._set_health()
 
     @property
     def enabled(self) -> bool:
         """True when records are written somewhere."""
-        return self._fh is not None
+        return self._stdout or self._fd is not None
 
-    def _open(self) -> None:
-        if self.path is None:
-            return
-        if self.path == "-":
-            self._fh = sys.stdout
-            return
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.fchmod(fd, 0o600)  # also tightens a file that existed with looser bits
-        self._fh = os.fdopen(fd, "a", encoding="utf-8")
+    @property
+    def problem(self) -> str | None:
+        """Why the last reopen failed (``/readyz`` shows it), or None once the path is open."""
+        return self._reopen_problem
+
+    @property
+    def refuses_reads(self) -> bool:
+        """Reads must be refused now: ``on_failure = "deny"`` and the last reopen failed."""
+        return self.on_failure == "deny" and self._reopen_problem is not None
+
+    def _set_health(self) -> None:
+        # The gauge also drops while writes fail (disk full); readiness follows reopens only.
+        self._metrics.audit_healthy.set(0 if self._reopen_problem or self._write_problem else 1)
 
     def reopen(self) -> None:
-        """Close and reopen the file (SIGHUP, after logrotate moved it)."""
-        if self._fh is not None and self._fh is not sys.stdout:
-            with contextlib.suppress(OSError):
-                self._fh.close()
-        self._fh = None
-        self._open()
-        log.info("audit_reopened", path=self.path)
+        """Open the path anew (SIGHUP, after logrotate moved it); on failure keep the old file.
+
+        A failed reopen is logged, counted and kept as :attr:`problem` (``/readyz``)
+        until a later reopen succeeds; with ``on_failure = "deny"`` reads are refused
+        meanwhile. It never raises.
+        """
+        if self.path is None or self._stdout:
+            return
+        try:
+            fd = open_audit_file(self.path)
+        except (OSError, ValueError) as exc:
+            self._reopen_problem = f"reopen failed: {_reason(exc)}"  # no path: /readyz is public
+            self._metrics.audit_failures.labels("reopen").inc()
+            log.error("audit_reopen_failed", path=self.path, reason=_reason(exc), on_failure=self.on_failure)
+        else:
+            old, self._fd = self._fd, fd
+            self._torn = False
+            if old is not None:
+                with contextlib.suppress(OSError):
+                    os.close(old)
+            self._reopen_problem = None
+            log.info("audit_reopened", path=self.path)
+        self._set_health()
 
     def close(self) -> None:
         """Close the file (shutdown)."""
-        if self._fh is not None and self._fh is not sys.stdout:
-            self._fh.close()
-        self._fh = None
+        fd, self._fd = self._fd, None
+        self._stdout = False
+        if fd is not None:
+            os.close(fd)
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Append one record, stamped with the time, and flush it."""
-        if self._fh is None:
-            return
-        line = json.dumps({"time": _now(), **record}, separators=(",", ":"), default=str)
+    def write(self, record: dict[str, Any]) -> bool:
+        """Append one record, stamped with the time; False if it could not be written (see :meth:`write_all`)."""
+        return self.write_all([record])
+
+    def write_all(self, records: list[dict[str, Any]]) -> bool:
+        """Append records (one line each, one time stamp) in one write; False if they could not be written.
+
+        A failure (disk full, file too large) is logged and counted, and marks the
+        trail unhealthy until a write succeeds; the caller decides whether to serve.
+        """
+        if not self.enabled:
+            return True
+        now = _now()
+        line = "".join(json.dumps({"time": now, **r}, separators=(",", ":"), default=str) + "\n" for r in records)
         try:
-            self._fh.write(line + "\n")
-            self._fh.flush()
-        except OSError as exc:  # a full disk must not take reads down with it
-            log.error("audit_write_failed", reason=exc.strerror)
+            if self._stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                self._append(line)
+        except OSError as exc:
+            self._metrics.audit_failures.labels("write").inc()
+            if self._write_problem is None:
+                log.error("audit_write_failed", path=self.path, reason=exc.strerror, on_failure=self.on_failure)
+            self._write_problem = f"write failed: {exc.strerror or exc}"
+            self._set_health()
+            return False
+        if self._write_problem is not None:
+            log.info("audit_write_recovered", path=self.path)
+            self._write_problem = None
+            self._set_health()
+        return True
+
+    def _append(self, line: str) -> None:
+        assert self._fd is not None
+        data = (("\n" if self._torn else "") + line).encode()
+        rest = memoryview(data)
+        while rest:
+            try:
+                rest = rest[os.write(self._fd, rest) :]
+            except OSError:
+                # Part of the line may be in the file: the next record starts on a line of its own.
+                self._torn = self._torn or len(rest) < len(data)
+                raise
+        self._torn = False
 
     def rotation(self, *, name: str, arn: str, old_version: str | None, new_version: str, how: str) -> None:
         """Record an observed AWSCURRENT move."""

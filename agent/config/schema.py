@@ -20,6 +20,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
 REFRESH_MODES = ("poll", "ttl")
 ON_CHANGE = ("restart", "signal", "none")
+AUDIT_ON_FAILURE = ("deny", "serve")
 ARRAY_SECTIONS = ("clients", "secret_policies", "templates")
 
 
@@ -95,6 +96,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "audit": {
         "path": Key(kinds.optional_string, None),
+        "on_failure": Key(kinds.choice(*AUDIT_ON_FAILURE), "deny"),  # deny: a read that cannot be audited is refused
     },
     "exec": {
         "command": Key(kinds.argv, ()),

@@ -102,9 +102,10 @@ class MetricsSettings:
 
 @dataclass(frozen=True)
 class AuditSettings:
-    """Where audit records go: a file path, ``-`` for stdout, or None (off)."""
+    """Where audit records go (a file path, ``-`` for stdout, or None: off); ``deny``: refuse reads not recorded."""
 
     path: str | None
+    on_failure: str = "deny"  # or "serve"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ The CLI maps classes to exit codes in one table (``agent.cli.exit_codes``).
     ├── ListenerError                a port or socket path could not be opened
     ├── EmulatorError                moto_server missing or did not start (dev)
     ├── TemplateError                a template could not be rendered
+    ├── AuditUnavailable             503 a read refused: its audit record cannot be written
     ├── RequestError                 400 the caller's request is wrong
     │   ├── BadRequest               400 malformed / unknown parameter
     │   ├── Forbidden                403 missing or wrong token, or denied by policy
@@ -92,6 +93,13 @@ class EmulatorError(AgentError):
 
 class TemplateError(AgentError):
     """A template could not be rendered (the message names the template, never a value)."""
+
+
+class AuditUnavailable(AgentError):
+    """A read refused because it cannot be audited (``[audit] on_failure = "deny"``)."""
+
+    status = 503
+    code = "AuditUnavailableException"
 
 
 # ----------------------------------------------------------------------------- the caller's request

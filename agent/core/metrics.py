@@ -93,6 +93,17 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.audit_failures = Counter(
+            "secrets_agent_audit_failures",
+            "Audit trail failures: a record that could not be written (write), a failed reopen (reopen).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.audit_healthy = Gauge(
+            "secrets_agent_audit_healthy",
+            "1 while the audit trail is healthy (or off); 0 after a failed reopen, or while writes fail.",
+            registry=self.registry,
+        )
 
         # labels() takes a lock and builds a key on every call; the request path
         # is hot, so resolved children are kept here (the label sets are small).

@@ -19,13 +19,16 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: prefetch and first template render done, no prefetched secret past the stale bound."""
+    """Readiness: prefetch and first template render done, no prefetched secret past the stale bound, audit healthy."""
     parts = request.app[COMPONENTS]
     if not parts.started.is_set():
         return web.Response(status=503, text="not ready: prefetch in progress")
     ready, reason = await parts.refresher.ready()
     if ready and parts.templates is not None and not parts.templates.all_rendered:
         ready, reason = False, "a template has not rendered yet"
+    audit_problem = parts.audit.problem
+    if ready and audit_problem is not None:
+        ready, reason = False, f"audit trail: {audit_problem}"
     return web.Response(status=200 if ready else 503, text=reason if ready else f"not ready: {reason}")
 
 

@@ -160,7 +160,8 @@ class Agent:
         self.metrics = Metrics()
         events_on = settings.events.sqs_queue_url is not None
         self.clients = build_clients(settings.aws, with_sqs=events_on)  # may refuse: nothing is open yet
-        self.audit = AuditLog(settings.audit.path)
+        # May refuse (ConfigError naming audit.path): a symlink, another owner's file, not a regular file.
+        self.audit = AuditLog(settings.audit.path, metrics=self.metrics, on_failure=settings.audit.on_failure)
         # One worker per upstream HTTP connection, plus one for the SQS long poll.
         self.calls = UpstreamCalls(max_workers=MAX_POOL_CONNECTIONS + int(events_on), observe=self._observe_upstream)
         self.pacer = AttemptPacer()
@@ -249,7 +250,7 @@ class Agent:
         self.notifier.ready()
 
     def reload(self) -> None:
-        """SIGHUP: re-read token files now and reopen the audit file (after logrotate)."""
+        """SIGHUP: re-read token files now and reopen the audit file (a failure is kept, never raised)."""
         log.info("reloading")
         self.components.auth.reload()
         self.audit.reopen()

@@ -22,6 +22,11 @@ HTTP API's ``{"__type", "message"}`` body, or, for a request the guard took as
 an SDK call (from its signature check on), in the AWS JSON-protocol form SDKs
 parse. Connection-level refusals (the connection limit, an oversized body) keep
 the HTTP form and status whatever the route.
+
+A read is audited before its response is sent. With ``[audit] on_failure =
+"deny"`` a read whose record cannot be written, or any read while the audit
+file's last reopen failed, is answered 503 ``AuditUnavailableException``
+instead (in the same form as any other error for that request).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from agent.access.identity import peer_credentials
 from agent.config.loader import is_loopback_host
 from agent.core.errors import (
     AgentError,
+    AuditUnavailable,
     BadRequest,
     Forbidden,
     MethodNotAllowed,
@@ -120,7 +126,11 @@ def _request_ids() -> Iterator[str]:
         yield f"{prefix}-{number:x}"
 
 
-def _audit_read(audit: AuditLog, request: web.Request, status: int, request_id: str, listener: str) -> None:
+def _audit_read(
+    audit: AuditLog, request: web.Request, status: int, request_id: str, listener: str
+) -> AuditUnavailable | None:
+    """Write the read's record(s); the refusal to answer instead, if the audit trail fails closed."""
+    refusal = AuditUnavailable("the read could not be audited") if audit.refuses_reads else None
     record: dict[str, Any] = {
         "type": "read",
         "request_id": request_id,
@@ -132,8 +142,13 @@ def _audit_read(audit: AuditLog, request: web.Request, status: int, request_id: 
     if peer is not None:
         record.update(peer_uid=peer.uid, peer_pid=peer.pid)
     record.update(decision=request.get(DECISION_KEY, "deny"), status=status, cache=request.get(CACHE_KEY))
-    for item in request.get(SERVED_KEY) or [{}]:
-        audit.write({**record, **item})
+    entries = [{**record, **item} for item in request.get(SERVED_KEY) or [{}]]
+    if refusal is not None:  # recorded (in the old file, if it can be) as what the caller gets
+        for entry in entries:
+            entry["status"] = refusal.status
+    if not audit.write_all(entries) and audit.on_failure == "deny":
+        return AuditUnavailable("the read could not be audited")
+    return refusal
 
 
 def observe_middleware(metrics: Metrics, audit: AuditLog, connections: ConnectionGuard) -> Any:
@@ -170,7 +185,11 @@ def observe_middleware(metrics: Metrics, audit: AuditLog, connections: Connectio
         elapsed = time.perf_counter() - started
         listener = _listener(request)
         if audit.enabled and route in READ_ROUTES:
-            _audit_read(audit, request, response.status, request_id, listener)
+            refusal = _audit_read(audit, request, response.status, request_id, listener)
+            if refusal is not None:  # nothing has been sent yet: the refusal replaces the response
+                error = refusal
+                response = sdk.error_response(error) if SDK_KEY in request else error_response(error)
+                response.headers["X-Request-Id"] = request_id
         metrics.observe_request(route, response.status, elapsed)
         fields: dict[str, Any] = {
             "method": request.method,

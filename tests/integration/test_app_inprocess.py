@@ -37,7 +37,8 @@ def source() -> FakeSource:
 
 
 async def client_for(aiohttp_client: ClientFactory, source: FakeSource, cfg: Settings) -> TestClient[Any, Any]:
-    parts = build_components(cfg, source, metrics=Metrics(), audit=AuditLog(None))
+    metrics = Metrics()
+    parts = build_components(cfg, source, metrics=metrics, audit=AuditLog(None, metrics=metrics))
     return await aiohttp_client(create_app(parts))
 
 
@@ -110,7 +111,8 @@ async def test_policy_denies_before_any_upstream_call(
 
 async def test_sdk_route_errors_in_aws_form(aiohttp_client: ClientFactory, source: FakeSource) -> None:
     """An unsigned SDK request is refused in the JSON-protocol form SDKs parse, and counted as an auth failure."""
-    parts = build_components(settings(), source, metrics=Metrics(), audit=AuditLog(None))
+    metrics = Metrics()
+    parts = build_components(settings(), source, metrics=metrics, audit=AuditLog(None, metrics=metrics))
     client = await aiohttp_client(create_app(parts))
     reply = await client.post(
         "/",
