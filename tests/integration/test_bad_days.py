@@ -1,0 +1,153 @@
+"""Bad days upstream: outages cost no memory, hung calls cost readers no time, missing secrets cost no calls.
+
+The agent runs for real (in process, or as a child process where memory and
+exit are the point) against moto through the fault-injecting proxy. Waits are
+bounded far below what the agent used to take (20-30 s per hung read, 130 of
+200 in-flight requests dropped at SIGTERM, about 26 kB kept per failing id)
+and far above the configured deadlines, so the tests pin behaviour, not speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agent.dev.emulator import free_port
+from tests.support.agent import TOKEN, AgentFactory, AgentProcess
+from tests.support.configs import write_token
+from tests.support.faultproxy import Fault, FaultProxy
+from tests.support.waiting import eventually
+
+SM_OPERATIONS = ("GetSecretValue", "BatchGetSecretValue", "DescribeSecret", "ListSecrets")
+StartProcess = Callable[..., AgentProcess]
+
+
+def on_secrets_manager(proxy: FaultProxy, fault: Fault) -> None:
+    for operation in SM_OPERATIONS:
+        proxy.add(dataclasses.replace(fault, operation=operation))
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def read_all(port: int, paths: list[str], concurrency: int = 16) -> list[int]:
+    """GET every path with the test token, ``concurrency`` at a time; the statuses."""
+    statuses: list[int] = []
+    queue = list(reversed(paths))
+    headers = {"X-Aws-Parameters-Secrets-Token": TOKEN}
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}", headers=headers) as session:
+
+        async def worker() -> None:
+            while queue:
+                async with session.get(queue.pop()) as reply:
+                    await reply.read()
+                    statuses.append(reply.status)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return statuses
+
+
+async def answers_ping(port: int) -> bool:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/ping") as reply:
+            return reply.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+@pytest.mark.timeout(180)
+async def test_ten_thousand_failing_ids_cost_no_memory(sm: Any, proxy: FaultProxy, agent_process: StartProcess) -> None:
+    """Reading 10,000 distinct ids while upstream answers 5xx leaves the agent's RSS within a few MiB."""
+    proxy.add(Fault("GetSecretValue", "error", status=500, code="InternalServiceError"))
+    port = free_port()
+    proc = agent_process(
+        ["run", "--http-port", str(port), "--endpoint-url", proxy.url, "--region", "us-east-1", "--log-level", "error"],
+        {"SECRETS_AGENT_AWS_MAX_ATTEMPTS": "1"},
+    )
+    await eventually(lambda: answers_ping(port), timeout=20, message="the agent to listen")  # logs errors only
+    warm = await read_all(port, [f"/v1/warm/{i}" for i in range(1500)])
+    assert set(warm) == {502}
+    before = rss_kib(proc.process.pid)
+    failing = await read_all(port, [f"/v1/outage/{i}" for i in range(10_000)])
+    after = rss_kib(proc.process.pid)
+    assert set(failing) == {502} and len(failing) == 10_000
+    assert after - before < 8 * 1024, f"RSS grew {after - before} KiB over 10,000 failing ids"
+
+
+async def test_hung_upstream_costs_readers_no_time(sm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
+    """With upstream hung, an expired cached value is answered at once and a miss gets 504 at the read deadline."""
+    sm.create_secret(Name="hung/s", SecretString="cached")
+    sm.create_secret(Name="hung/other", SecretString="never-read")
+    async with run_agent(
+        proxy.url,
+        prefetch__secrets=["hung/s"],
+        refresh__interval_seconds=3600,
+        cache__ttl_seconds=1,
+        cache__read_deadline_seconds=1,
+        aws__read_timeout_seconds=30,  # botocore alone would wait this long per attempt
+    ) as agent:
+        await agent.wait_ready()
+        on_secrets_manager(proxy, Fault("*", "hang"))
+        await asyncio.sleep(1.2)  # deliberate: let the 1 s TTL lapse
+        stale = await asyncio.wait_for(agent.get("/value/hung/s"), 3)
+        assert (stale.status, stale.text, stale.headers["X-Cache"]) == (200, "cached", "revalidating")
+        again = await asyncio.wait_for(agent.get("/value/hung/s"), 3)  # the revalidation is still hung
+        assert (again.status, again.text) == (200, "cached")
+        miss = await asyncio.wait_for(agent.get("/value/hung/other"), 5)
+        assert miss.status == 504 and miss.json()["__type"] == "RequestTimeout"
+
+
+async def test_sigterm_with_hung_upstream_answers_everyone_and_exits(
+    sm: Any, proxy: FaultProxy, agent_process: StartProcess
+) -> None:
+    """SIGTERM while 20 reads wait on a hung upstream: each gets an answer (503) and the agent exits 0 in the grace."""
+    on_secrets_manager(proxy, Fault("*", "hang"))
+    port = free_port()
+    proc = agent_process(
+        ["run", "--http-port", str(port), "--endpoint-url", proxy.url, "--region", "us-east-1"],
+        {
+            "SECRETS_AGENT_SERVER_SHUTDOWN_GRACE_SECONDS": "2",
+            "SECRETS_AGENT_CACHE_READ_DEADLINE_SECONDS": "60",
+            "SECRETS_AGENT_AWS_READ_TIMEOUT_SECONDS": "60",
+        },
+    )
+    await asyncio.to_thread(proc.wait_for, '"listening"')
+    readers = asyncio.create_task(read_all(port, [f"/v1/waiting/{i}" for i in range(20)], concurrency=20))
+    deadline = asyncio.get_running_loop().time() + 10
+    while proxy.calls["GetSecretValue"] < 10:  # the reads are waiting upstream (the pool runs 10 at a time)
+        assert asyncio.get_running_loop().time() < deadline, "the reads did not reach upstream"
+        await asyncio.sleep(0.05)
+    proc.process.send_signal(signal.SIGTERM)
+    statuses = await asyncio.wait_for(readers, 10)
+    assert sorted(statuses) == [503] * 20
+    assert await asyncio.to_thread(proc.stop, None, 10) == 0  # exits on its own; killed (and failed) otherwise
+
+
+async def test_missing_secret_is_not_passed_to_aws_one_to_one(
+    sm: Any, proxy: FaultProxy, run_agent: AgentFactory, tmp_path: Path
+) -> None:
+    """1000 reads of a missing id are 1000 404s from one GetSecretValue; refreshNow asks again; rate limits apply."""
+    token = write_token(tmp_path / "limited.token", "limited-" + "f6" * 12)
+    config = f'[[clients]]\nname = "limited"\ntoken = "file://{token}"\nallow = ["*"]\nrate_per_second = 5\n'
+    async with run_agent(proxy.url, config=config, cache__negative_ttl_seconds=60) as agent:
+        statuses = [(await agent.get("/v1/nowhere")).status for _ in range(1000)]
+        assert statuses == [404] * 1000
+        assert proxy.calls["GetSecretValue"] == 1
+        assert (await agent.get("/v1/nowhere?refreshNow=true")).status == 404
+        assert proxy.calls["GetSecretValue"] == 2
+        sm.create_secret(Name="nowhere", SecretString="now-here")
+        assert (await agent.get("/v1/nowhere?refreshNow=true")).status == 200  # a create is seen on refresh
+        limited = {"X-Aws-Parameters-Secrets-Token": "limited-" + "f6" * 12}
+        burst = [(await agent.get("/v1/missing-too", token=None, headers=limited)).status for _ in range(20)]
+        assert 429 in burst and set(burst) <= {404, 429}
