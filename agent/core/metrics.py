@@ -40,7 +40,7 @@ class Metrics:
         )
         self.cache_lookups = Counter(
             "secrets_agent_cache_lookups",
-            "Cache lookups by outcome (hit, miss, refresh, revalidated, stale, error).",
+            "Cache lookups by outcome (hit, miss, refresh, revalidated, revalidating, stale, negative, error).",
             ["outcome"],
             registry=self.registry,
         )

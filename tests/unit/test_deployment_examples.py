@@ -16,7 +16,9 @@ def test_platform_examples_are_well_formed() -> None:
     pod = next(doc for doc in docs if doc["kind"] == "Pod")
     sidecar = next(c for c in pod["spec"]["initContainers"] if c["name"] == "secrets-agent")
     assert sidecar["restartPolicy"] == "Always"
-    assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"
+    # exec, not httpGet: the kubelet probes the pod IP, and the agent listens on loopback only.
+    assert "http://127.0.0.1:2773/readyz" in " ".join(sidecar["startupProbe"]["exec"]["command"])
+    assert "httpGet" not in sidecar["livenessProbe"] and "httpGet" not in sidecar["readinessProbe"]
     run = next(v for v in pod["spec"]["volumes"] if v["name"] == "agent-run")
     assert run["emptyDir"]["medium"] == "Memory"
     account = next(doc for doc in docs if doc["kind"] == "ServiceAccount")
