@@ -15,7 +15,9 @@ Both are bounded: at most ``max_records`` keys, the least recently failed
 dropped first; an expired negative record is dropped when met. The errors kept
 are detached copies (no traceback, no ``__cause__``): a botocore exception
 chain holds the worker thread's frames and the whole HTTP response, and
-keeping one per failing id cost about 26 kB each during an outage.
+keeping one per failing id cost about 26 kB each during an outage. Each read
+gets a fresh copy to raise, since raising an exception appends the raiser's
+frames to it: re-raising one stored object kept every reader's frames alive.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from agent.upstream.throttle import Backoff
 READ_BACKOFF_BASE_SECONDS = 1.0
 READ_BACKOFF_CAP_SECONDS = 60.0
 
-Key = tuple[str, str]
+Key = tuple[str, ...]  # (secret id as asked, version suffix)
 
 
 def detached(error: UpstreamError) -> UpstreamError:
@@ -72,7 +74,7 @@ class FailureBook:
         if record is None or record.backoff is None:
             return None
         if self._clock() < record.until:
-            return record.error
+            return detached(record.error)  # a fresh copy: a raised exception collects the raiser's frames
         return None
 
     def missing(self, key: Key) -> UpstreamError | None:
@@ -81,7 +83,7 @@ class FailureBook:
         if record is None or record.backoff is not None:
             return None
         if self._clock() < record.until:
-            return record.error
+            return detached(record.error)
         del self._records[key]  # expired: the next read asks upstream
         return None
 

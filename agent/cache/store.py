@@ -11,11 +11,13 @@ GetSecretValue only if the stage moved (what AWS's agent does). A *version-id*
 entry never expires: a version's value is immutable. In poll mode the
 refresher confirms entries in the background, so reads rarely revalidate.
 
-Stale-while-revalidate. A stage entry past ``ttl_seconds`` but within
-``max_stale_seconds`` of its last confirmation is answered at once
-(``revalidating``) while one background revalidation runs; the reads after it
-see its result. A read never waits on upstream for a value it already holds,
-so a hung or slow upstream costs cached readers nothing.
+Stale-while-revalidate. A stage entry past ``ttl_seconds`` by at most
+``stale_while_revalidate_seconds`` (and within ``max_stale_seconds``) is
+answered at once (``revalidating``) while one background revalidation runs;
+the reads after it see its result, so a hung or slow upstream costs readers of
+a busy secret nothing. An entry older than that window (a secret read rarely)
+is revalidated before it is served, as before, within the read deadline: a
+rarely read secret is never served one rotation late.
 
 Stale-if-error. When the upstream call a read needs fails transiently
 (throttling, 5xx, timeouts, connection errors), the cached value is served
@@ -42,7 +44,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from aiocache import SimpleMemoryCache
 
@@ -58,6 +60,9 @@ Outcome = Literal["hit", "miss", "refresh", "revalidated", "revalidating", "stal
 LookupObserver = Callable[[str], None]
 # Failure records kept per cache entry allowed (and never fewer than this).
 MIN_FAILURE_RECORDS = 1000
+# (id as asked, version suffix), plus a marker for refreshNow's own calls.
+Flight = tuple[str, ...]
+T = TypeVar("T")
 
 
 @dataclass
@@ -98,6 +103,7 @@ class SecretCache:
         max_stale_seconds: float,
         read_deadline_seconds: float | None = None,
         negative_ttl_seconds: float = 0,
+        stale_while_revalidate_seconds: float | None = None,
         rotations: RotationFeed | None = None,
         clock: Callable[[], float] = time.monotonic,
         observe: LookupObserver | None = None,
@@ -108,6 +114,7 @@ class SecretCache:
         self._max = max_entries
         self._max_stale = max_stale_seconds
         self._deadline = read_deadline_seconds
+        self._swr = stale_while_revalidate_seconds  # None: the whole max_stale window
         self._clock = clock
         self._observe = observe or (lambda _outcome: None)
         # timeout=None: aiocache would otherwise wrap every get in wait_for (a task per read).
@@ -117,7 +124,8 @@ class SecretCache:
         self._keys_by_arn: dict[str, set[str]] = {}
         self._names: dict[str, str] = {}
         self._meta: dict[str, SecretMeta] = {}  # last DescribeSecret/ListSecrets view, for the SDK route
-        self._inflight: dict[tuple[str, str], asyncio.Task[tuple[SecretValue, Outcome]]] = {}
+        self._inflight: dict[Flight, asyncio.Task[tuple[SecretValue, Outcome]]] = {}
+        self._describing: dict[str, asyncio.Task[SecretMeta]] = {}
         self.failures = FailureBook(
             max_records=max(MIN_FAILURE_RECORDS, max_entries),
             negative_ttl_seconds=negative_ttl_seconds,
@@ -151,14 +159,26 @@ class SecretCache:
         return self._names.get(arn)
 
     async def describe(self, secret_id: str) -> SecretMeta:
-        """Metadata of a secret: the last confirmed view, or DescribeSecret when there is none."""
+        """Metadata of a secret: the last confirmed view, or DescribeSecret (single flight, read deadline)."""
         arn = self._aliases.get(secret_id)
         if arn is not None and arn in self._meta:
             return self._meta[arn]
-        meta = await self._source.describe(arn or secret_id)
+        asked = arn or secret_id
+        task = self._describing.get(asked)
+        if task is None:
+            self._refuse_when_stopping()
+            task = asyncio.ensure_future(self._source.describe(asked))
+            self._describing[asked] = task
+            task.add_done_callback(lambda done: self._finish_describe(asked, done))
+        meta = await self._bounded(task)
         if meta.arn in self._keys_by_arn:
             self._meta[meta.arn] = meta
         return meta
+
+    def _finish_describe(self, asked: str, task: asyncio.Task[SecretMeta]) -> None:
+        self._describing.pop(asked, None)
+        if not task.cancelled():
+            task.exception()
 
     async def peek(self, secret_id: str, selector: Selector) -> Entry | None:
         """The cached entry, fresh or not, without touching upstream or LRU order."""
@@ -197,7 +217,7 @@ class SecretCache:
         arn = self._aliases.get(secret_id) if self.caching else None
         key = _key(arn, selector) if arn is not None else None
         entry: Entry | None = await self._store.get(key) if key is not None else None
-        flight = (secret_id, selector.cache_suffix)
+        flight: Flight = (secret_id, selector.cache_suffix)  # also the key of its failure records
         if entry is not None and key is not None:
             if entry.error is not None:
                 await self.forget(entry.value.arn)
@@ -208,12 +228,13 @@ class SecretCache:
                 self._lru.move_to_end(key)
                 self._observe("hit")
                 return Lookup(entry.value, "hit", age)
-            if not refresh and age <= self._max_stale and self.failures.blocked(flight) is None:
+            within = age <= self._max_stale and (self._swr is None or age <= self._ttl + self._swr)
+            if not refresh and within and self.failures.blocked(flight) is None and not self._stopping_now():
                 self._revalidate_in_background(flight, secret_id, selector, entry)
                 self._lru.move_to_end(key)
                 self._observe("revalidating")
                 return Lookup(entry.value, "revalidating", age)
-        elif not refresh:
+        elif not refresh and self.caching:  # with caching off every read asks upstream
             missing = self.failures.missing(flight)
             if missing is not None:
                 self._observe("negative")
@@ -222,15 +243,17 @@ class SecretCache:
         if blocked is not None:
             return self._stale_or_raise(entry, blocked, now)
         work: Callable[[], Awaitable[tuple[SecretValue, Outcome]]]
-        if entry is not None and not refresh:  # past max_stale: confirm (DescribeSecret) before serving
+        if entry is not None and not refresh:  # past the revalidation window: confirm before serving
             held = entry
             work = lambda: self._revalidate(secret_id, selector, held)  # noqa: E731
         else:
             previous = entry.value.version_id if entry is not None else None
             how: Outcome = "refresh" if refresh else "miss"
             work = lambda: self._load(secret_id, selector, how, previous)  # noqa: E731
+        # refreshNow never joins a call started before it: it asks upstream itself.
+        run_as: Flight = (*flight, "refresh") if refresh else flight
         try:
-            value, outcome = await self._wait(flight, work)
+            value, outcome = await self._bounded(self._flight(run_as, work, flight))
         except UpstreamError as exc:
             self.failures.note(flight, exc)
             if not exc.transient:
@@ -249,25 +272,33 @@ class SecretCache:
         raise error
 
     def _flight(
-        self, flight: tuple[str, str], work: Callable[[], Awaitable[tuple[SecretValue, Outcome]]]
+        self, flight: Flight, work: Callable[[], Awaitable[tuple[SecretValue, Outcome]]], records: Flight
     ) -> asyncio.Task[tuple[SecretValue, Outcome]]:
-        """The upstream call for ``flight``: the one running, or a new one."""
+        """The upstream call for ``flight``: the one running, or a new one (none once stopping).
+
+        A call that succeeds clears the failure records under ``records`` itself,
+        so one that answers after every reader gave up leaves no stale backoff.
+        """
         task = self._inflight.get(flight)
         if task is None:
-            task = asyncio.ensure_future(work())
+            self._refuse_when_stopping()
+
+            async def call() -> tuple[SecretValue, Outcome]:
+                result = await work()
+                self.failures.clear(records)
+                return result
+
+            task = asyncio.ensure_future(call())
             self._inflight[flight] = task
             task.add_done_callback(lambda done: self._finish(flight, done))
         return task
 
-    async def _wait(
-        self, flight: tuple[str, str], work: Callable[[], Awaitable[tuple[SecretValue, Outcome]]]
-    ) -> tuple[SecretValue, Outcome]:
-        """Wait for the flight, at most the read deadline, and not past :meth:`stop`.
+    async def _bounded(self, task: asyncio.Future[T]) -> T:
+        """Wait for ``task``, at most the read deadline, and not past :meth:`stop`.
 
         ``asyncio.wait`` never cancels what it waits for: a reader giving up (or
         cancelled) leaves the call running for the others and for the cache.
         """
-        task = self._flight(flight, work)
         waiters: set[asyncio.Future[Any]] = {task, self._stop_signal()}
         await asyncio.wait(waiters, timeout=self._deadline, return_when=asyncio.FIRST_COMPLETED)
         if task.done() and not task.cancelled():
@@ -276,42 +307,48 @@ class SecretCache:
             raise UpstreamClosed("the agent is shutting down")
         raise UpstreamTimeout(f"Secrets Manager did not answer within the read deadline ({self._deadline:g} s)")
 
-    def _revalidate_in_background(
-        self, flight: tuple[str, str], secret_id: str, selector: Selector, entry: Entry
-    ) -> None:
+    def _revalidate_in_background(self, flight: Flight, secret_id: str, selector: Selector, entry: Entry) -> None:
         if flight not in self._inflight:
-            self._flight(flight, lambda: self._revalidate_quietly(flight, secret_id, selector, entry))
+            self._flight(flight, lambda: self._revalidate_quietly(flight, secret_id, selector, entry), flight)
 
     async def _revalidate_quietly(
-        self, flight: tuple[str, str], secret_id: str, selector: Selector, entry: Entry
+        self, flight: Flight, secret_id: str, selector: Selector, entry: Entry
     ) -> tuple[SecretValue, Outcome]:
-        """A background revalidation records its own outcome: nobody may be waiting for it."""
+        """A background revalidation records its own failures: nobody may be waiting for it."""
         try:
-            result = await self._revalidate(secret_id, selector, entry)
+            return await self._revalidate(secret_id, selector, entry)
         except UpstreamError as exc:
             self.failures.note(flight, exc)
             if not exc.transient:
                 await self.fail(entry.value.arn, exc)  # surfaced by the next read, never hidden
             raise
-        self.failures.clear(flight)
-        return result
 
     def _stop_signal(self) -> asyncio.Future[None]:
         if self._stopping is None:
             self._stopping = asyncio.get_running_loop().create_future()
         return self._stopping
 
+    def _stopping_now(self) -> bool:
+        return self._stopping is not None and self._stopping.done()
+
+    def _refuse_when_stopping(self) -> None:
+        if self._stopping_now():
+            raise UpstreamClosed("the agent is shutting down")
+
     async def stop(self) -> None:
-        """Shutdown: readers stop waiting on upstream at once; upstream calls still running are cancelled."""
+        """Shutdown: readers stop waiting on upstream at once; upstream calls still running are cancelled.
+
+        No upstream call starts after this (reads get the cached value, or 503).
+        """
         signal = self._stop_signal()
         if not signal.done():
             signal.set_result(None)
-        tasks = list(self._inflight.values())
+        tasks: list[asyncio.Future[Any]] = [*self._inflight.values(), *self._describing.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _finish(self, flight: tuple[str, str], task: asyncio.Task[tuple[SecretValue, Outcome]]) -> None:
+    def _finish(self, flight: Flight, task: asyncio.Task[tuple[SecretValue, Outcome]]) -> None:
         self._inflight.pop(flight, None)
         if not task.cancelled():
             task.exception()  # mark retrieved even if every waiter went away

@@ -69,6 +69,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "ttl_seconds": Key(kinds.integer(0, 86_400), 300),  # AWS's agent's default TTL
         "max_entries": Key(kinds.integer(1, 1_000_000), 1000),
         "max_stale_seconds": Key(kinds.integer(0, 30 * 86_400), 86_400),
+        # Past ttl_seconds, for this much longer, a read is answered at once while a revalidation runs;
+        # later than that (a rarely read secret) the read waits for the revalidation (read deadline).
+        "stale_while_revalidate_seconds": Key(kinds.integer(0, 86_400), 60),
         # How long a read waits for upstream before answering 504 (or the stale value).
         "read_deadline_seconds": Key(kinds.positive, 3.0),
         # How long a ResourceNotFoundException is answered without asking upstream again (0: off).

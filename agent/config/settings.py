@@ -58,6 +58,7 @@ class CacheSettings:
     max_stale_seconds: int
     read_deadline_seconds: float
     negative_ttl_seconds: int
+    stale_while_revalidate_seconds: int
 
 
 @dataclass(frozen=True)

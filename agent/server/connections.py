@@ -12,7 +12,13 @@ since socket peers, unlike loopback TCP peers, can be told apart. A connection
 opened over its budget is marked: its requests are refused (429, connection
 closed), except the health routes, which are answered (and the connection then
 closed) so orchestrator probes keep working during a flood, as AWS's agent
-keeps spare slots for ``/ping``.
+keeps spare slots for ``/ping``. A marked connection does not count against
+any budget (one uid's excess cannot fill the socket's budget for others) and
+is closed after ``header_timeout`` if it sends nothing.
+
+File descriptors. Budgets only help if the process can hold that many
+sockets: :func:`fd_budget` raises the soft ``RLIMIT_NOFILE`` towards what the
+budgets need (within the hard limit) and says so when it cannot.
 
 Timeouts. A connection with no request in progress is closed after
 ``idle_timeout`` (keep-alive); one whose request has started arriving but whose
@@ -24,6 +30,7 @@ the body is read). A sweeper checks every ``SWEEP_INTERVAL_SECONDS``.
 from __future__ import annotations
 
 import asyncio
+import resource
 import socket
 import struct
 import time
@@ -39,6 +46,8 @@ from agent.core.log import get_logger
 log = get_logger("agent.connections")
 
 SWEEP_INTERVAL_SECONDS = 0.5
+# File descriptors beyond the two budgets: listeners, upstream connections, files, the event loop.
+FD_HEADROOM = 128
 _PEERCRED = struct.Struct("3i")
 Phase = Literal["idle", "headers", "active", "closing"]
 
@@ -113,14 +122,15 @@ class ConnectionGuard:
             over = self._open["tcp"] >= self.max_tcp
         else:
             over = self._open["unix"] >= self.max_unix or (uid is not None and self._per_uid[uid] >= self.max_per_uid)
-        self._open[listener] += 1
-        if uid is not None:
-            self._per_uid[uid] += 1
+        if not over:  # a marked connection counts against nothing: it is on its way out
+            self._open[listener] += 1
+            if uid is not None:
+                self._per_uid[uid] += 1
         self._conns[handler] = _Conn(listener, uid, over, "idle", self._clock())
 
     def _lost(self, handler: Any) -> None:
         conn = self._conns.pop(handler, None)
-        if conn is None:
+        if conn is None or conn.over:
             return
         self._open[conn.listener] -= 1
         if conn.uid is not None:
@@ -157,7 +167,7 @@ class ConnectionGuard:
         return [
             handler
             for handler, conn in self._conns.items()
-            if (conn.phase == "idle" and now - conn.since > self.idle_timeout)
+            if (conn.phase == "idle" and now - conn.since > (self.header_timeout if conn.over else self.idle_timeout))
             or (conn.phase == "headers" and now - conn.since > self.header_timeout)
         ]
 
@@ -169,3 +179,21 @@ class ConnectionGuard:
                 self._conns[handler].phase = "closing"  # counted as lost when connection_lost follows
                 self.closed_for_timeout += 1
                 handler.force_close()
+
+
+def fd_budget(max_tcp: int, max_unix: int) -> tuple[int, int]:
+    """Raise the soft ``RLIMIT_NOFILE`` towards what the budgets need; ``(needed, soft limit now)``.
+
+    Raising the soft limit up to the hard one needs no privilege (a seccomp
+    filter may still refuse it: then the limit is left as it is).
+    """
+    needed = max_tcp + max_unix + FD_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            pass
+    return needed, soft

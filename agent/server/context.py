@@ -38,7 +38,8 @@ class Components:
     connections: ConnectionGuard
     audit: AuditLog
     body_timeout_seconds: float
-    allowed_hosts: frozenset[str] = frozenset()  # Host values accepted on TCP besides loopback ones
+    # Host values accepted on TCP besides loopback ones; None: any (bound to every address).
+    allowed_hosts: frozenset[str] | None = frozenset()
     metrics_public: bool = False
     templates: TemplateRenderer | None = None
     # Set once prefetch and the first template render are done (readiness, READY=1).

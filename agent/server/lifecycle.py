@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ from agent.core.log import get_logger
 from agent.core.metrics import Metrics
 from agent.delivery.notify import Notifier
 from agent.server.app import create_app
-from agent.server.connections import ConnectionGuard
+from agent.server.connections import ConnectionGuard, fd_budget
 from agent.server.context import Components
 from agent.server.hardening import harden_process
 from agent.server.listeners import start_tcp, start_unix
@@ -68,6 +69,7 @@ from agent.upstream.throttle import AttemptPacer
 
 log = get_logger("agent.lifecycle")
 
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - names to recognise, not to bind
 # Reads still waiting on upstream are answered this long before the shutdown grace ends.
 READ_CUTOFF_MARGIN_SECONDS = 1.0
 
@@ -97,6 +99,7 @@ def build_components(settings: Settings, source: SecretSource, *, metrics: Metri
         max_stale_seconds=settings.cache.max_stale_seconds,
         read_deadline_seconds=settings.cache.read_deadline_seconds,
         negative_ttl_seconds=settings.cache.negative_ttl_seconds,
+        stale_while_revalidate_seconds=settings.cache.stale_while_revalidate_seconds,
         rotations=rotations,
         observe=metrics.observe_lookup,
     )
@@ -129,11 +132,25 @@ def build_components(settings: Settings, source: SecretSource, *, metrics: Metri
             header_timeout=settings.server.header_timeout_seconds,
         ),
         body_timeout_seconds=settings.server.body_timeout_seconds,
-        allowed_hosts=frozenset(settings.server.allowed_hosts),
+        allowed_hosts=allowed_hosts(settings),
         audit=audit,
         metrics_public=settings.metrics.public,
         templates=templates,
     )
+
+
+def allowed_hosts(settings: Settings) -> frozenset[str] | None:
+    """``Host`` names accepted on TCP besides loopback ones; None accepts any.
+
+    The listen address itself is always accepted. Bound to every address
+    (``0.0.0.0``/``::``, which needs ``allow_non_loopback``) with no
+    ``allowed_hosts`` listed, clients may use any of the machine's names, so
+    the check is off: exposing the agent was the operator's explicit choice.
+    """
+    server = settings.server
+    if server.http_host in WILDCARD_HOSTS and not server.allowed_hosts:
+        return None
+    return frozenset(host.lower() for host in (*server.allowed_hosts, server.http_host))
 
 
 def _report_rotation(rotation: Rotation, metrics: Metrics, audit: AuditLog) -> None:
@@ -215,6 +232,15 @@ class Agent:
         if settings.aws.validate_credentials:
             identity = await caller_identity(self.clients, self.calls)
             log.info("aws_identity", account=identity["account"], arn=identity["arn"], region=self.clients.region)
+        needed, limit = fd_budget(settings.server.max_connections, settings.server.unix_max_connections)
+        if limit != resource.RLIM_INFINITY and limit < needed:
+            log.warning(
+                "file_descriptors_short",
+                needed=needed,
+                limit=limit,
+                detail="raise the open-files limit (systemd LimitNOFILE=, docker --ulimit nofile=) or lower "
+                "server.max_connections / server.unix_max_connections, else a flood can exhaust descriptors",
+            )
         await self.runner.setup()  # AgentRunner installs the connection guard on its server
         server = settings.server
         await start_tcp(self.runner, server.http_host, server.http_port)

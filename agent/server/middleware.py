@@ -31,6 +31,7 @@ instead (in the same form as any other error for that request).
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import secrets
@@ -157,8 +158,14 @@ def observe_middleware(metrics: Metrics, audit: AuditLog, connections: Connectio
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.perf_counter()
         connections.request_started(request)
+        try:
+            return await observed(request, handler)
+        finally:
+            connections.request_finished(request)  # idle (keep-alive) again, whatever happened
+
+    async def observed(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
         request_id = _client_request_id(request) or next(request_ids)
         # Requests on one keep-alive connection share a task (and so a context):
         # binding overwrites the previous request's id.
@@ -187,9 +194,12 @@ def observe_middleware(metrics: Metrics, audit: AuditLog, connections: Connectio
         if audit.enabled and route in READ_ROUTES:
             refusal = _audit_read(audit, request, response.status, request_id, listener)
             if refusal is not None:  # nothing has been sent yet: the refusal replaces the response
+                closing = isinstance(error, CONNECTION_LEVEL) or connections.over_limit(request)
                 error = refusal
                 response = sdk.error_response(error) if SDK_KEY in request else error_response(error)
                 response.headers["X-Request-Id"] = request_id
+                if closing:
+                    response.force_close()
         metrics.observe_request(route, response.status, elapsed)
         fields: dict[str, Any] = {
             "method": request.method,
@@ -206,26 +216,46 @@ def observe_middleware(metrics: Metrics, audit: AuditLog, connections: Connectio
         if error is not None:
             fields["error"] = error.code
         log.info("request", **fields)
-        connections.request_finished(request)
         return response
 
     return observe
 
 
-def host_name(header: str) -> str:
-    """The host part of a ``Host`` header: ``[::1]:2773`` → ``::1``, ``localhost:2773`` → ``localhost``."""
+def host_name(header: str) -> str | None:
+    """The host part of a ``Host`` header (``[::1]:2773`` → ``::1``, ``localhost.:2773`` → ``localhost``).
+
+    None for a value that is not a host with an optional port (``[::1]evil.example``).
+    """
     value = header.strip()
     if value.startswith("["):
-        return value[1 : value.find("]")] if "]" in value else value
+        end = value.find("]")
+        rest = value[end + 1 :] if end > 0 else "x"
+        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+            return None
+        return value[1:end]
     name, sep, port = value.rpartition(":")
-    return name if sep and port.isdigit() else value
+    if sep and not port.isdigit():
+        return None
+    return (name if sep else value).rstrip(".") or None
+
+
+def is_loopback_name(name: str) -> bool:
+    """``localhost``, or a loopback address, an IPv4-mapped one (``::ffff:127.0.0.1``) included."""
+    if is_loopback_host(name):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped is not None and mapped.is_loopback
 
 
 def guard_middleware(parts: Components) -> Any:
     """The SSRF guard in AWS's order (see module docstring): connections, proxies, identity, rate, method."""
     auth, rates, metrics, connections = parts.auth, parts.rates, parts.metrics, parts.connections
     public = ALWAYS_PUBLIC | ({"/metrics"} if parts.metrics_public else set())
-    allowed_hosts = frozenset(host.lower() for host in parts.allowed_hosts)
+    allowed_hosts = parts.allowed_hosts
 
     async def identify(request: web.Request) -> str:
         if sdk.is_sdk_request(request):
@@ -248,10 +278,10 @@ def guard_middleware(parts: Components) -> Any:
         # A browser tricked by DNS rebinding sends its own site's name; loopback names and
         # addresses (and configured names) only. The Unix socket cannot be reached from a browser.
         header = request.headers.get("Host")
-        if header is None or _listener(request) == "unix":
+        if header is None or allowed_hosts is None or _listener(request) == "unix":
             return
-        name = host_name(header).lower()
-        if name not in allowed_hosts and not is_loopback_host(name):
+        name = host_name(header)
+        if name is None or (name.lower() not in allowed_hosts and not is_loopback_name(name.lower())):
             raise BadRequest("the Host header must name a loopback address (or one in server.allowed_hosts)")
 
     @web.middleware

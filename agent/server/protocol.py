@@ -55,8 +55,10 @@ class AgentRequestHandler(RequestHandler):
         """Answer a request aiohttp could not parse or handle, without echoing any of its bytes."""
         if request.writer.output_size > 0:
             raise ConnectionError("a response is already on the wire; closing the connection")
-        # The class name only: the exception's text quotes the request's bytes.
-        log.info("malformed_request", status=status, error=type(exc).__name__ if exc is not None else None)
+        if status >= 500:  # a bug below the app (our middleware catches handler errors): keep the traceback
+            log.error("request_handling_failed", status=status, exc_info=exc)
+        else:  # the class name only: a parser error's text quotes the request's bytes
+            log.info("malformed_request", status=status, error=type(exc).__name__ if exc is not None else None)
         response = web.Response(
             status=status, body=_MALFORMED if status < 500 else _INTERNAL, content_type="application/json"
         )

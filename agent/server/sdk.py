@@ -231,13 +231,15 @@ async def _batch(request: web.Request, params: dict[str, Any]) -> dict[str, Any]
     values: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     audited: list[dict[str, Any]] = []
-    for secret_id in ids:
-        try:
-            lookup = await reader.read(client, secret_id, CURRENT)
-        except AgentError as exc:
-            errors.append({"SecretId": secret_id, "ErrorCode": exc.code, "Message": exc.message})
-            decision = "deny" if exc.status == 403 else "allow"
-            audited.append({"secret_id": secret_id, "decision": decision, "status": exc.status})
+    # Concurrently: with upstream slow, 20 misses cost one read deadline, not twenty.
+    outcomes = await asyncio.gather(*(reader.read(client, i, CURRENT) for i in ids), return_exceptions=True)
+    for secret_id, lookup in zip(ids, outcomes, strict=True):
+        if isinstance(lookup, BaseException) and not isinstance(lookup, AgentError):
+            raise lookup  # a bug, not an answer: the observe middleware logs it
+        if isinstance(lookup, AgentError):
+            errors.append({"SecretId": secret_id, "ErrorCode": lookup.code, "Message": lookup.message})
+            decision = "deny" if lookup.status == 403 else "allow"
+            audited.append({"secret_id": secret_id, "decision": decision, "status": lookup.status})
             continue
         values.append(value_json(lookup.value))
         item = {"secret_id": secret_id, **served(lookup.value, CURRENT), "decision": "allow", "status": 200}

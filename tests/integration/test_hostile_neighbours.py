@@ -9,7 +9,12 @@ the configured timeouts, so they pin behaviour, not speed.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from agent.dev.emulator import MotoServer
 from tests.support.agent import TOKEN, AgentFactory, AgentHandle
@@ -156,3 +161,58 @@ async def test_absolute_form_and_http09_are_refused(moto: MotoServer, run_agent:
         assert b" 400 " in absolute.split(b"\r\n", 1)[0], absolute[:200]
         http09 = await exchange(agent, b"GET /ping\r\n")
         assert b" 200 " not in http09 and b"healthy" not in http09, http09[:200]  # refused (400, or closed)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second uid")
+async def test_one_uid_cannot_lock_other_uids_out_of_the_socket(
+    sm: Any, moto: MotoServer, run_agent: AgentFactory, short_tmp: Path
+) -> None:
+    """One uid holding far more socket connections than its cap neither fills the socket's budget nor keeps them."""
+    sm.create_secret(Name="fair/s", SecretString="for-everyone")
+    short_tmp.chmod(0o755)  # let the second uid reach the socket
+    async with run_agent(
+        moto.url,
+        server__unix_socket_mode=0o666,
+        server__unix_max_connections=4,
+        server__unix_max_connections_per_uid=2,
+        **TIMEOUTS,
+    ) as agent:
+        held = [await raw(agent, unix=True) for _ in range(6)]  # 2 within the cap, 4 over it
+        try:
+            other_uid = await asyncio.to_thread(read_as_uid, 65534, str(agent.started.unix_socket), "/value/fair/s")
+            assert other_uid.startswith("HTTP/1.1 200") and other_uid.endswith("for-everyone"), other_uid[:200]
+            over_cap = [reader for reader, _writer in held[2:]]
+            for reader in over_cap:  # idle over-cap connections go after header_timeout, not idle_timeout
+                assert await closed_by_agent(reader) == b""
+        finally:
+            for _reader, writer in held:
+                writer.close()
+
+
+def read_as_uid(uid: int, socket_path: str, path: str) -> str:
+    """GET ``path`` over the socket from a forked child running as ``uid``; the raw answer."""
+    request = f"GET {path} HTTP/1.1\r\nHost: localhost\r\nX-Aws-Parameters-Secrets-Token: {TOKEN}\r\n"
+    request += "Connection: close\r\n\r\n"
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to uid, ask, hand the answer back through the pipe, exit at once
+        try:
+            os.close(read_end)
+            os.setgid(uid)
+            os.setuid(uid)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(BOUND)
+                sock.connect(socket_path)
+                sock.sendall(request.encode())
+                while chunk := sock.recv(65536):
+                    os.write(write_end, chunk)
+        except BaseException as exc:  # reported to the parent as the answer
+            os.write(write_end, f"child failed: {exc!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    answer = b""
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    return answer.decode(errors="replace")

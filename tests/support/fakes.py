@@ -74,6 +74,8 @@ class FakeSource:
 
     async def describe(self, secret_id: str) -> SecretMeta:
         self.calls[f"describe:{secret_id}"] += 1
+        if self.gate is not None:
+            await self.gate.wait()
         if self.fail_with is not None:
             raise self.fail_with
         return self.meta(self._find(secret_id))

@@ -117,3 +117,87 @@ async def test_stop_answers_waiting_readers_at_once() -> None:
     with pytest.raises(UpstreamClosed) as caught:
         await reader
     assert caught.value.status == 503
+
+
+async def test_repeated_failures_do_not_collect_readers_frames() -> None:
+    """Reading one missing (or backing-off) id many times raises fresh errors; the kept one gains no traceback."""
+    source = FakeSource()
+    cache = cache_for(source, negative_ttl_seconds=60)
+    raised: list[BaseException] = []
+    for _ in range(200):
+        with pytest.raises(SecretNotFound) as caught:
+            await cache.get("gone", CURRENT)
+        raised.append(caught.value)
+    assert len({id(error) for error in raised[1:]}) == 199  # a new object each time
+    kept = cache.failures._records[("gone", CURRENT.cache_suffix)].error
+    assert kept.__traceback__ is None
+
+
+async def test_refresh_now_does_not_join_a_background_revalidation() -> None:
+    """refreshNow asks upstream itself even while an expired value is being revalidated in the background."""
+    source = FakeSource()
+    source.add("s", "v1")
+    clock = Clock()
+    cache = cache_for(source, clock, stale_while_revalidate_seconds=60)
+    await cache.get("s", CURRENT)
+    clock.now += 11
+    source.gate = asyncio.Event()  # the revalidation hangs
+    assert (await cache.get("s", CURRENT)).outcome == "revalidating"
+    source.add("s", "v2", version="v2")
+    source.gate.set()
+    refreshed = await cache.get("s", CURRENT, refresh=True)
+    assert (refreshed.outcome, refreshed.value.secret_string) == ("refresh", "v2")
+    await cache.stop()
+
+
+async def test_rarely_read_value_is_revalidated_before_it_is_served() -> None:
+    """Past ttl plus stale_while_revalidate_seconds a read waits for the revalidation: never a rotation late."""
+    source = FakeSource()
+    source.add("s", "v1")
+    clock = Clock()
+    cache = cache_for(source, clock, stale_while_revalidate_seconds=5, max_stale_seconds=3600)
+    await cache.get("s", CURRENT)
+    source.add("s", "v2", version="v2")
+    clock.now += 10 + 6
+    late = await cache.get("s", CURRENT)
+    assert (late.outcome, late.value.secret_string) == ("miss", "v2")
+
+
+async def test_no_upstream_call_starts_after_stop() -> None:
+    """After stop() reads make no upstream call: a cached value is served, a miss gets 503."""
+    source = FakeSource()
+    source.add("s", "v")
+    clock = Clock()
+    cache = cache_for(source, clock)
+    await cache.get("s", CURRENT)
+    await cache.stop()
+    calls = sum(source.calls.values())
+    clock.now += 20
+    assert (await cache.get("s", CURRENT)).value.secret_string == "v"
+    with pytest.raises(UpstreamClosed):
+        await cache.get("never-read", CURRENT)
+    with pytest.raises(UpstreamClosed):
+        await cache.describe("never-read")
+    assert sum(source.calls.values()) == calls
+
+
+async def test_no_negative_cache_when_caching_is_off() -> None:
+    """With ttl_seconds = 0 every read asks upstream, a missing secret included."""
+    source = FakeSource()
+    cache = cache_for(source, ttl_seconds=0, negative_ttl_seconds=60)
+    for _ in range(3):
+        with pytest.raises(SecretNotFound):
+            await cache.get("gone", CURRENT)
+    assert source.calls["gone"] == 3
+
+
+async def test_describe_has_the_read_deadline() -> None:
+    """DescribeSecret for an uncached secret waits at most the read deadline when upstream hangs."""
+    source = FakeSource()
+    source.add("s", "v")
+    source.gate = asyncio.Event()
+    cache = cache_for(source, read_deadline_seconds=0.05)
+    with pytest.raises(UpstreamTimeout):
+        await cache.describe("s")
+    source.gate.set()
+    await cache.stop()
