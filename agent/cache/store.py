@@ -42,13 +42,14 @@ import asyncio
 import dataclasses
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from aiocache import SimpleMemoryCache
 
 from agent.cache.failures import FailureBook, detached
+from agent.cache.metadata import MetadataStore
 from agent.cache.rotations import Rotation, RotationFeed
 from agent.core.errors import UpstreamClosed, UpstreamError, UpstreamTimeout
 from agent.core.types import AWSCURRENT, AWSPREVIOUS, SecretValue, Selector, partial_arn
@@ -123,9 +124,10 @@ class SecretCache:
         self._aliases: dict[str, str] = {}
         self._keys_by_arn: dict[str, set[str]] = {}
         self._names: dict[str, str] = {}
-        self._meta: dict[str, SecretMeta] = {}  # last DescribeSecret/ListSecrets view, for the SDK route
+        self.metadata = MetadataStore(max_entries)  # DescribeSecret/ListSecrets views, for the SDK route
         self._inflight: dict[Flight, asyncio.Task[tuple[SecretValue, Outcome]]] = {}
         self._describing: dict[str, asyncio.Task[SecretMeta]] = {}
+        self._listing: set[asyncio.Task[tuple[list[SecretMeta], str | None]]] = set()
         self.failures = FailureBook(
             max_records=max(MIN_FAILURE_RECORDS, max_entries),
             negative_ttl_seconds=negative_ttl_seconds,
@@ -159,21 +161,43 @@ class SecretCache:
         return self._names.get(arn)
 
     async def describe(self, secret_id: str) -> SecretMeta:
-        """Metadata of a secret: the last confirmed view, or DescribeSecret (single flight, read deadline)."""
-        arn = self._aliases.get(secret_id)
-        if arn is not None and arn in self._meta:
-            return self._meta[arn]
+        """A secret's metadata, as fresh as reads are.
+
+        The view upstream confirmed within ``ttl_seconds``, else DescribeSecret
+        (single flight, read deadline), else (transient failure) the view held
+        while within ``max_stale_seconds``.
+        """
+        now = self._clock()
+        arn = self._aliases.get(secret_id) or self.metadata.arn_of(secret_id)
+        held = self.metadata.get(arn) if arn is not None and self.caching else None
+        if held is not None and now - held[1] < self._ttl:
+            return held[0]
         asked = arn or secret_id
         task = self._describing.get(asked)
-        if task is None:
-            self._refuse_when_stopping()
-            task = asyncio.ensure_future(self._source.describe(asked))
-            self._describing[asked] = task
-            task.add_done_callback(lambda done: self._finish_describe(asked, done))
-        meta = await self._bounded(task)
-        if meta.arn in self._keys_by_arn:
-            self._meta[meta.arn] = meta
+        try:
+            if task is None:
+                self._refuse_when_stopping()
+                task = asyncio.ensure_future(self._source.describe(asked))
+                self._describing[asked] = task
+                task.add_done_callback(lambda done: self._finish_describe(asked, done))
+            meta = await self._bounded(task)
+        except UpstreamError as exc:
+            if exc.transient and held is not None and now - held[1] <= self._max_stale:
+                return held[0]  # stale-if-error, as for values
+            raise
+        if self.caching:
+            self.metadata.put(meta, self._clock(), asked_as=secret_id)
         return meta
+
+    async def list_page(
+        self, filters: Sequence[Mapping[str, Any]], max_results: int, next_token: str | None
+    ) -> tuple[list[SecretMeta], str | None]:
+        """One ListSecrets page upstream (no cache: it answers "which secrets", not "what value"), bounded."""
+        self._refuse_when_stopping()
+        task = asyncio.ensure_future(self._source.list_page(filters, max_results, next_token))
+        self._listing.add(task)
+        task.add_done_callback(self._listing.discard)
+        return await self._bounded(task)
 
     def _finish_describe(self, asked: str, task: asyncio.Task[SecretMeta]) -> None:
         self._describing.pop(asked, None)
@@ -218,6 +242,13 @@ class SecretCache:
         key = _key(arn, selector) if arn is not None else None
         entry: Entry | None = await self._store.get(key) if key is not None else None
         flight: Flight = (secret_id, selector.cache_suffix)  # also the key of its failure records
+        if entry is None and arn is not None and not refresh and selector.version_id and not selector.version_stage:
+            # A version id names immutable content: any cached entry holding that version answers.
+            entry = await self._holding(arn, selector.version_id)
+            if entry is not None and key is not None:
+                await self.put(entry.value, selector, recent=True)
+                self._observe("hit")
+                return Lookup(entry.value, "hit", now - entry.confirmed_at)
         if entry is not None and key is not None:
             if entry.error is not None:
                 await self.forget(entry.value.arn)
@@ -263,6 +294,13 @@ class SecretCache:
         self.failures.clear(flight)
         self._observe(outcome)
         return Lookup(value, outcome, 0.0)
+
+    async def _holding(self, arn: str, version_id: str) -> Entry | None:
+        """A cached entry of ``arn`` whose value is version ``version_id`` (and no recorded failure)."""
+        for _key, entry in await self.entries(arn):
+            if entry.value.version_id == version_id and entry.error is None:
+                return entry
+        return None
 
     def _stale_or_raise(self, entry: Entry | None, error: UpstreamError, now: float) -> Lookup:
         if entry is not None and entry.error is None and now - entry.confirmed_at <= self._max_stale:
@@ -343,7 +381,7 @@ class SecretCache:
         signal = self._stop_signal()
         if not signal.done():
             signal.set_result(None)
-        tasks: list[asyncio.Future[Any]] = [*self._inflight.values(), *self._describing.values()]
+        tasks: list[asyncio.Future[Any]] = [*self._inflight.values(), *self._describing.values(), *self._listing]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -406,8 +444,8 @@ class SecretCache:
         moved, since the caller re-reads and calls :meth:`rotate`.
         """
         now = self._clock()
-        if meta.arn in self._keys_by_arn:
-            self._meta[meta.arn] = meta
+        if self.caching:
+            self.metadata.put(meta, now)
         for key, entry in await self.entries(meta.arn):
             suffix = key.rpartition("|")[2]
             value = entry.value
@@ -464,6 +502,5 @@ class SecretCache:
                 # alias table stays bounded by max_entries as well.
                 del self._keys_by_arn[arn]
                 self._names.pop(arn, None)
-                self._meta.pop(arn, None)
                 for alias in [a for a, target in self._aliases.items() if target == arn]:
                     del self._aliases[alias]

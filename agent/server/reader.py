@@ -9,6 +9,9 @@ ARN can never widen an allow (see :mod:`agent.access.policy`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from agent.access.policy import Policy, canonical_ids, subject_ids
 from agent.cache.store import Lookup, SecretCache
 from agent.core.errors import Forbidden
@@ -54,6 +57,19 @@ class SecretReader:
         self.check_canonical(client, arn=lookup.value.arn, name=lookup.value.name)
         self._metrics.observe_read(client, "allow")
         return lookup
+
+    async def list_page(
+        self, client: str, filters: Sequence[Mapping[str, Any]], max_results: int, next_token: str | None
+    ) -> tuple[list[SecretMeta], str | None]:
+        """Which secrets match ``filters`` (one page), asked upstream with the agent's credentials.
+
+        The listing itself reveals names and ARNs only, as ListSecrets would to
+        the agent; every value read from it is then decided per secret by
+        :meth:`read`, and a client restricted by policy gets no listing at all
+        unless it may read something.
+        """
+        del client  # the caller's policies apply to the reads that follow, one secret at a time
+        return await self._cache.list_page(filters, max_results, next_token)
 
     async def describe(self, client: str, secret_id: str) -> SecretMeta:
         """A secret's metadata, under the same two decisions as a read."""

@@ -219,15 +219,52 @@ async def _describe(request: web.Request, params: dict[str, Any]) -> dict[str, A
     return describe_json(meta)
 
 
+def filters_of(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """BatchGetSecretValue's ``Filters``, checked for shape (``[{"Key": str, "Values": [str, ...]}]``)."""
+    filters = params.get("Filters")
+    if not isinstance(filters, list) or not filters:
+        raise ValidationError("Filters must be a non-empty list")
+    for item in filters:
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("Key"), str)
+            or not isinstance(item.get("Values"), list)
+            or not all(isinstance(value, str) for value in item["Values"])
+        ):
+            raise ValidationError('each filter needs a "Key" and a list of string "Values"')
+    return filters
+
+
+def page_size_of(params: dict[str, Any]) -> int:
+    """``MaxResults`` for a filtered batch: 1..20, default 20."""
+    size = params.get("MaxResults", BATCH_LIMIT)
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= BATCH_LIMIT:
+        raise ValidationError(f"MaxResults must be an integer 1..{BATCH_LIMIT}")
+    return size
+
+
 async def _batch(request: web.Request, params: dict[str, Any]) -> dict[str, Any]:
+    """BatchGetSecretValue by ``SecretIdList`` or by ``Filters`` (paginated as the API does).
+
+    Filters are resolved upstream with the agent's credentials (one ListSecrets
+    page); every secret found is then read like any other, through the cache and
+    the caller's policies: a denied one is in ``Errors``, never in ``SecretValues``.
+    """
     ids = params.get("SecretIdList")
-    if params.get("Filters"):
-        raise ValidationError("Filters are not supported by the agent; pass SecretIdList")
-    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
-        raise ValidationError("SecretIdList must be a non-empty list of secret ids")
-    if len(ids) > BATCH_LIMIT:
-        raise ValidationError(f"SecretIdList holds at most {BATCH_LIMIT} ids")
     reader, client = request.app[COMPONENTS].reader, request[CLIENT_KEY]
+    next_token: str | None = None
+    if params.get("Filters") is not None:
+        if ids:
+            raise ValidationError("give either SecretIdList or Filters, not both")
+        token = params.get("NextToken")
+        if token is not None and (not isinstance(token, str) or not token):
+            raise ValidationError("NextToken must be a non-empty string")
+        metas, next_token = await reader.list_page(client, filters_of(params), page_size_of(params), token)
+        ids = [meta.name for meta in metas]
+    elif not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
+        raise ValidationError("SecretIdList must be a non-empty list of secret ids")
+    elif len(ids) > BATCH_LIMIT:
+        raise ValidationError(f"SecretIdList holds at most {BATCH_LIMIT} ids")
     values: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     audited: list[dict[str, Any]] = []
@@ -246,4 +283,7 @@ async def _batch(request: web.Request, params: dict[str, Any]) -> dict[str, Any]
         audited.append({**item, "cache": lookup.outcome})
     request[DECISION_KEY] = "allow"
     request[SERVED_KEY] = audited
-    return {"SecretValues": values, "Errors": errors}
+    reply: dict[str, Any] = {"SecretValues": values, "Errors": errors}
+    if next_token:
+        reply["NextToken"] = next_token
+    return reply

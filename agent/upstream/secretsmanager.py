@@ -7,7 +7,7 @@ thread-safe boto3 client.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agent.core.errors import UpstreamError
@@ -146,6 +146,16 @@ class SecretsManagerSource:
                 if not token or (until is not None and until(seen)):
                     break
         return list(seen.values())
+
+    async def list_page(
+        self, filters: Sequence[Mapping[str, Any]], max_results: int, next_token: str | None
+    ) -> tuple[list[SecretMeta], str | None]:
+        """One ListSecrets page with the caller's filters (what BatchGetSecretValue's Filters mean)."""
+        kwargs: dict[str, Any] = {"Filters": list(filters), "MaxResults": max_results}
+        if next_token:
+            kwargs["NextToken"] = next_token
+        reply = await self._calls.call("ListSecrets", self._client.list_secrets, **kwargs)
+        return [meta_from_entry(entry) for entry in reply.get("SecretList", ())], reply.get("NextToken")
 
 
 def _match_asked(chunk: Sequence[str], value: SecretValue) -> list[str]:

@@ -7,9 +7,9 @@ is the real implementation. API limits the planners need are stated here once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.core.errors import UpstreamError
 from agent.core.types import AWSCURRENT, SecretValue, Selector
@@ -77,4 +77,10 @@ class SecretSource(Protocol):
 
     async def describe(self, secret_id: str) -> SecretMeta:
         """DescribeSecret: one secret's metadata (stages, rotation, deletion)."""
+        ...
+
+    async def list_page(
+        self, filters: Sequence[Mapping[str, Any]], max_results: int, next_token: str | None
+    ) -> tuple[list[SecretMeta], str | None]:
+        """One ListSecrets page matching ``filters`` (the API's own filter shapes), and the next page's token."""
         ...

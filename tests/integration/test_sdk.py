@@ -12,27 +12,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import botocore.exceptions
 import pytest
 
-from tests.support.agent import TOKEN, AgentFactory, AgentHandle
+from tests.support.agent import AgentFactory, sdk_client
 from tests.support.configs import write_token
 from tests.support.faultproxy import FaultProxy
 from tests.support.paths import JS_DIR
 
 APP_TOKEN = "app-secret-" + "c3" * 12
-
-
-def sdk_client(agent: AgentHandle, key_id: str = "default", secret: str = TOKEN) -> Any:
-    """boto3 pointed at the agent, exactly as an app would configure it."""
-    return boto3.client(
-        "secretsmanager",
-        region_name="eu-west-1",
-        endpoint_url=agent.base,
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret,
-    )
 
 
 async def test_boto3_reads_string_and_binary_by_name_arn_version_and_stage(

@@ -267,3 +267,16 @@ def run_cli(
         stdin=subprocess.DEVNULL,
         check=False,
     )
+
+
+def sdk_client(agent: AgentHandle, key_id: str = "default", secret: str = TOKEN) -> Any:
+    """boto3 pointed at the agent's SDK endpoint, exactly as an app would configure it."""
+    import boto3
+
+    return boto3.client(
+        "secretsmanager",
+        region_name="eu-west-1",
+        endpoint_url=agent.base,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+    )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from agent.core.errors import SecretNotFound, UpstreamError
 from agent.core.types import AWSCURRENT, SecretValue, Selector
@@ -79,6 +80,17 @@ class FakeSource:
         if self.fail_with is not None:
             raise self.fail_with
         return self.meta(self._find(secret_id))
+
+    async def list_page(
+        self, filters: Sequence[Mapping[str, Any]], max_results: int, next_token: str | None
+    ) -> tuple[list[SecretMeta], str | None]:
+        self.calls["ListSecrets"] += 1
+        prefixes = [v for f in filters if f.get("Key") == "name" for v in f.get("Values", [])]
+        found = [self.meta(s) for name, s in sorted(self.secrets.items()) if any(name.startswith(p) for p in prefixes)]
+        start = int(next_token or 0)
+        page = found[start : start + max_results]
+        more = start + max_results < len(found)
+        return page, str(start + max_results) if more else None
 
     def close(self) -> None:
         pass
