@@ -63,10 +63,10 @@ class SecretReader:
     ) -> tuple[list[SecretMeta], str | None]:
         """Which secrets match ``filters`` (one page), asked upstream with the agent's credentials.
 
-        The listing itself reveals names and ARNs only, as ListSecrets would to
-        the agent; every value read from it is then decided per secret by
-        :meth:`read`, and a client restricted by policy gets no listing at all
-        unless it may read something.
+        The listing reveals names only (as ListSecrets would to the agent's
+        identity); every value read from it is then decided per secret by
+        :meth:`read`, so a denied secret is reported by name with
+        AccessDeniedException and never with its value.
         """
         del client  # the caller's policies apply to the reads that follow, one secret at a time
         return await self._cache.list_page(filters, max_results, next_token)
