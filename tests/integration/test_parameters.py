@@ -17,7 +17,7 @@ OTHER = "other-" + "c3" * 12
 
 
 async def test_string_parameter_has_getparameter_shape(ssm: Any, moto: Any, run_agent: AgentFactory) -> None:
-    """A String parameter answers GetParameter's JSON ({"Parameter": ..., "ResultMetadata": {}}); the next read is a hit."""
+    """A String parameter answers GetParameter's JSON ({"Parameter": ..., "ResultMetadata": {}}); then hits."""
     ssm.put_parameter(Name="/app/db/host", Value="db.internal", Type="String")
     async with run_agent(moto.url) as agent:
         reply = await agent.get(f"{GET}?name=/app/db/host")
@@ -173,9 +173,7 @@ async def test_prefetch_by_path(ssm: Any, proxy: FaultProxy, run_agent: AgentFac
 async def test_version_change_picked_up_by_refresher(ssm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
     """A new parameter version is found by DescribeParameters polling and served from cache, no read waiting."""
     ssm.put_parameter(Name="/app/mode", Value="old", Type="String")
-    async with run_agent(
-        proxy.url, refresh__parameter_interval_seconds=1, prefetch__parameters=["/app/mode"]
-    ) as agent:
+    async with run_agent(proxy.url, refresh__parameter_interval_seconds=1, prefetch__parameters=["/app/mode"]) as agent:
         await agent.wait_ready()
         assert (await agent.get(f"{GET}?name=/app/mode")).json()["Parameter"]["Value"] == "old"
         ssm.put_parameter(Name="/app/mode", Value="new", Type="String", Overwrite=True)
