@@ -40,7 +40,7 @@ from agent.cache.store import MIN_FAILURE_RECORDS, LookupObserver, Outcome
 from agent.core.errors import UpstreamClosed, UpstreamError, UpstreamTimeout
 from agent.core.log import get_logger
 from agent.core.metrics import Metrics
-from agent.upstream.ssm import ParameterSource, ParameterValue, split_selector
+from agent.upstream.ssm import ParameterReads, ParameterValue, split_selector
 
 log = get_logger("agent.parameters")
 
@@ -77,11 +77,11 @@ class ParamLookup:
 
 
 class ParameterCache:
-    """In-memory Parameter Store cache in front of a :class:`~agent.upstream.ssm.ParameterSource`."""
+    """In-memory Parameter Store cache in front of a :class:`~agent.upstream.ssm.ParameterReads`."""
 
     def __init__(
         self,
-        source: ParameterSource,
+        source: ParameterReads,
         *,
         ttl_seconds: float,
         max_entries: int,

@@ -67,7 +67,7 @@ from agent.upstream.events import EventListener
 from agent.upstream.secretsmanager import SecretsManagerSource
 from agent.upstream.session import MAX_POOL_CONNECTIONS, build_clients, caller_identity
 from agent.upstream.source import SecretSource
-from agent.upstream.ssm import ParameterSource
+from agent.upstream.ssm import ParameterReads, ParameterSource
 from agent.upstream.throttle import AttemptPacer
 
 log = get_logger("agent.lifecycle")
@@ -93,7 +93,7 @@ def build_components(
     *,
     metrics: Metrics,
     audit: AuditLog,
-    parameter_source: ParameterSource | None = None,
+    parameter_source: ParameterReads | None = None,
 ) -> Components:
     """Wire cache, refresher, templates, identities, policies and rotation reporting around ``source``.
 
@@ -152,7 +152,7 @@ def build_components(
 
 
 def _parameter_reader(
-    settings: Settings, source: ParameterSource | None, policy: Policy, metrics: Metrics
+    settings: Settings, source: ParameterReads | None, policy: Policy, metrics: Metrics
 ) -> ParameterReader | None:
     """Parameter Store reads: the cache (secret cache bounds), its refresher and the policy-checked reader."""
     if source is None:

@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from agent.core.errors import SecretNotFound, UpstreamError
 from agent.upstream.calls import UpstreamCalls
@@ -135,6 +135,26 @@ class ParameterBatch:
     values: list[ParameterValue] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     errors: dict[str, UpstreamError] = field(default_factory=dict)
+
+
+class ParameterReads(Protocol):
+    """What the parameter cache and refresher need from upstream (:class:`ParameterSource`, or a fake)."""
+
+    async def get_parameter(self, name: str, *, decrypt: bool) -> ParameterValue:
+        """One parameter, ``name`` possibly with a selector."""
+        ...
+
+    async def get_parameters(self, names: Sequence[str], *, decrypt: bool) -> ParameterBatch:
+        """Many parameters, latest versions."""
+        ...
+
+    async def get_parameters_by_path(self, path: str, *, decrypt: bool) -> list[ParameterValue]:
+        """Every parameter under ``path``."""
+        ...
+
+    async def describe(self, names: Sequence[str]) -> dict[str, ParameterMeta]:
+        """Current versions, no values."""
+        ...
 
 
 class ParameterSource:
