@@ -265,6 +265,8 @@ class ParameterRefresher:
         self._metrics = metrics
         self.prefetched = asyncio.Event()
         self.passes = 0
+        # Told of every parameter whose new version a pass read (templates re-render).
+        self.listeners: list[Callable[[ParameterValue], None]] = []
 
     async def run(self) -> None:
         """Prefetch once (readiness waits for it), then poll until cancelled."""
@@ -340,5 +342,7 @@ class ParameterRefresher:
             )
             if self._metrics is not None:
                 self._metrics.rotations.labels("parameter").inc()
+            for listener in self.listeners:
+                listener(value)
         self.passes += 1
         return changed

@@ -113,12 +113,16 @@ def build_components(
         rotations=rotations,
         observe=metrics.observe_lookup,
     )
+    policy = Policy(settings.clients, settings.secret_policies)
+    parameters = _parameter_reader(settings, parameter_source, policy, metrics)
     templates = None
     if settings.templates:
         from agent.delivery.templates import TemplateRenderer  # Jinja2 only when templates are configured
 
-        templates = TemplateRenderer(settings.templates, cache)
+        templates = TemplateRenderer(settings.templates, cache, parameters.cache if parameters else None)
         rotations.subscribe(templates.on_rotation)
+        if parameters is not None:
+            parameters.refresher.listeners.append(templates.on_parameter_change)
     refresher = Refresher(
         source,
         cache,
@@ -127,7 +131,6 @@ def build_components(
         max_stale_seconds=settings.cache.max_stale_seconds,
         metrics=metrics,
     )
-    policy = Policy(settings.clients, settings.secret_policies)
     return Components(
         cache=cache,
         refresher=refresher,
@@ -147,7 +150,7 @@ def build_components(
         audit=audit,
         metrics_public=settings.metrics.public,
         templates=templates,
-        parameters=_parameter_reader(settings, parameter_source, policy, metrics),
+        parameters=parameters,
     )
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from tests.support.agent import AgentFactory
+from tests.support.agent import TOKEN, AgentFactory, AgentHandle, run_cli
 from tests.support.configs import write_token
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.waiting import eventually
@@ -199,3 +201,67 @@ async def test_parameter_reads_are_audited(ssm: Any, moto: Any, run_agent: Agent
     reads = [r for r in records if r.get("type") == "read"]
     assert reads and reads[-1]["name"] == "/app/audited"
     assert (reads[-1]["kind"], reads[-1]["version_id"], reads[-1]["decrypted"]) == ("parameter", "1", True)
+
+
+def cli_env(agent: AgentHandle) -> dict[str, str]:
+    """Point CLI commands at an in-process agent's TCP port."""
+    return {"SECRETS_AGENT_SERVER_HTTP_PORT": str(agent.started.tcp[1])}
+
+
+async def test_get_reads_ssm_names(ssm: Any, moto: Any, run_agent: AgentFactory) -> None:
+    """`get ssm:NAME` prints the (decrypted) parameter value; --field, --stage as a label, missing is exit 10."""
+    ssm.put_parameter(Name="/cli/db", Value='{"user":"u","password":"pw"}', Type="SecureString")
+    ssm.put_parameter(Name="/cli/db", Value='{"user":"u","password":"pw2"}', Type="SecureString", Overwrite=True)
+    ssm.label_parameter_version(Name="/cli/db", ParameterVersion=1, Labels=["old"])
+    async with run_agent(moto.url) as agent:
+        env = cli_env(agent)
+        whole = await asyncio.to_thread(run_cli, ["get", "ssm:/cli/db"], env)
+        assert (whole.returncode, whole.stdout) == (0, '{"user":"u","password":"pw2"}'), whole.stderr
+        field = await asyncio.to_thread(run_cli, ["get", "ssm:/cli/db", "--field", "password"], env)
+        assert (field.returncode, field.stdout) == (0, "pw2")
+        old = ["get", "ssm:/cli/db", "--field", "password", "--stage", "old"]
+        labelled = await asyncio.to_thread(run_cli, old, env)
+        assert (labelled.returncode, labelled.stdout) == (0, "pw")
+        missing = await asyncio.to_thread(run_cli, ["get", "ssm:/cli/nope"], env)
+        assert (missing.returncode, missing.stdout) == (10, "")
+
+
+async def test_exec_env_from_ssm_names(ssm: Any, moto: Any, run_agent: AgentFactory) -> None:
+    """exec fills variables from ssm: references, fields included."""
+    ssm.put_parameter(Name="/exec/host", Value="db.internal", Type="String")
+    ssm.put_parameter(Name="/exec/creds", Value='{"password":"ssm-canary-pw"}', Type="SecureString")
+    child = "import os; print(os.environ['DB_HOST'], os.environ['DB_PASSWORD'])"
+    async with run_agent(moto.url) as agent:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SECRETS_AGENT_")}
+        env.update({"AWS_TOKEN": TOKEN, **cli_env(agent)})
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent", "exec",
+            "--env", "DB_HOST=ssm:/exec/host", "--env", "DB_PASSWORD=ssm:/exec/creds#password",
+            "--", sys.executable, "-c", child,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    assert out.decode().split() == ["db.internal", "ssm-canary-pw"]
+
+
+async def test_template_renders_ssm_names_and_follows_new_versions(
+    ssm: Any, moto: Any, run_agent: AgentFactory, tmp_path: Path
+) -> None:
+    """secret('ssm:NAME') renders a parameter; a new version found by the refresher re-renders the file."""
+    ssm.put_parameter(Name="/tpl/host", Value="h1", Type="String")
+    destination = tmp_path / "app.conf"
+    config = f"""
+[[templates]]
+destination = "{destination}"
+contents = "host={{{{ secret('ssm:/tpl/host') }}}}\\n"
+"""
+    async with run_agent(
+        moto.url, config=config, refresh__parameter_interval_seconds=1, prefetch__parameters=["/tpl/host"]
+    ) as agent:
+        await agent.wait_ready()
+        assert destination.read_text() == "host=h1\n"
+        ssm.put_parameter(Name="/tpl/host", Value="h2", Type="String", Overwrite=True)
+        await eventually(
+            lambda: destination.read_text() == "host=h2\n", timeout=10, interval=0.1, message="the re-rendered file"
+        )
