@@ -6,8 +6,13 @@ import asyncio
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import boto3
+import botocore.exceptions
+import pytest
 
 from tests.support.agent import TOKEN, AgentFactory, AgentHandle, run_cli
 from tests.support.configs import write_token
@@ -265,3 +270,80 @@ contents = "host={{{{ secret('ssm:/tpl/host') }}}}\\n"
         await eventually(
             lambda: destination.read_text() == "host=h2\n", timeout=10, interval=0.1, message="the re-rendered file"
         )
+
+
+def ssm_sdk(agent: AgentHandle, key_id: str = "default", secret: str = TOKEN) -> Any:
+    """boto3's ssm client pointed at the agent, as an app would configure it."""
+    return boto3.client(
+        "ssm", region_name="eu-west-1", endpoint_url=agent.base, aws_access_key_id=key_id, aws_secret_access_key=secret
+    )
+
+
+async def test_sdk_get_parameter_and_get_parameters(ssm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
+    """boto3 GetParameter/GetParameters through the agent match Parameter Store's answers; repeats are cache hits."""
+    ssm.put_parameter(Name="/sdk/host", Value="h", Type="String")
+    ssm.put_parameter(Name="/sdk/pw", Value="p1", Type="SecureString")
+    ssm.put_parameter(Name="/sdk/pw", Value="p2", Type="SecureString", Overwrite=True)
+    direct = ssm.get_parameter(Name="/sdk/pw", WithDecryption=False)["Parameter"]
+    async with run_agent(proxy.url) as agent:
+        client = ssm_sdk(agent)
+        plain = await asyncio.to_thread(client.get_parameter, Name="/sdk/pw", WithDecryption=True)
+        encrypted = await asyncio.to_thread(client.get_parameter, Name="/sdk/pw")
+        old = await asyncio.to_thread(client.get_parameter, Name="/sdk/pw:1", WithDecryption=True)
+        many = await asyncio.to_thread(
+            client.get_parameters, Names=["/sdk/host", "/sdk/pw", "/sdk/missing"], WithDecryption=True
+        )
+        calls = proxy.calls["GetParameter"]
+        again = await asyncio.to_thread(client.get_parameter, Name="/sdk/host")
+        assert proxy.calls["GetParameter"] == calls  # served from the cache
+        with pytest.raises(botocore.exceptions.ClientError) as missing:
+            await asyncio.to_thread(client.get_parameter, Name="/sdk/missing")
+        with pytest.raises(botocore.exceptions.ClientError) as write:
+            await asyncio.to_thread(client.put_parameter, Name="/sdk/x", Value="x", Type="String")
+    assert (plain["Parameter"]["Value"], plain["Parameter"]["Version"]) == ("p2", 2)
+    assert encrypted["Parameter"]["Value"] == direct["Value"]
+    assert old["Parameter"]["Value"] == "p1"
+    assert isinstance(plain["Parameter"]["LastModifiedDate"], datetime)
+    assert sorted(p["Value"] for p in many["Parameters"]) == ["h", "p2"]
+    assert many["InvalidParameters"] == ["/sdk/missing"]
+    assert again["Parameter"]["Value"] == "h"
+    assert missing.value.response["Error"]["Code"] == "ParameterNotFound"
+    assert write.value.response["Error"]["Code"] == "UnknownOperationException"
+
+
+async def test_sdk_signature_and_policy(ssm: Any, moto: Any, run_agent: AgentFactory, tmp_path: Path) -> None:
+    """A wrong token or a Secrets Manager scope is refused; a client's policy applies to GetParameter(s)."""
+    ssm.put_parameter(Name="/public/a", Value="a", Type="String")
+    ssm.put_parameter(Name="/private/b", Value="b", Type="String")
+    config = f"""
+[[clients]]
+name = "other"
+token = "file://{write_token(tmp_path / "other", OTHER)}"
+allow = ["/public/*"]
+"""
+    async with run_agent(moto.url, config=config) as agent:
+        with pytest.raises(botocore.exceptions.ClientError) as bad:
+            await asyncio.to_thread(ssm_sdk(agent, secret="wrong").get_parameter, Name="/public/a")
+        client = ssm_sdk(agent, "other", OTHER)
+        ok = await asyncio.to_thread(client.get_parameter, Name="/public/a")
+        with pytest.raises(botocore.exceptions.ClientError) as denied:
+            await asyncio.to_thread(client.get_parameter, Name="/private/b")
+        with pytest.raises(botocore.exceptions.ClientError) as denied_many:
+            await asyncio.to_thread(client.get_parameters, Names=["/public/a", "/private/b"])
+        # A Secrets Manager signature cannot be replayed as a Parameter Store call (scope bound to the target).
+        sm_signed = await agent.get(
+            "/",
+            method="POST",
+            token=None,
+            headers={
+                "X-Amz-Target": "AmazonSSM.GetParameter",
+                "Authorization": "AWS4-HMAC-SHA256 Credential=default/20260101/eu-west-1/secretsmanager/aws4_request, "
+                "SignedHeaders=host;x-amz-date;x-amz-target, Signature=" + "0" * 64,
+                "X-Amz-Date": "20260101T000000Z",
+            },
+        )
+    assert bad.value.response["Error"]["Code"] == "InvalidSignatureException"
+    assert ok["Parameter"]["Value"] == "a"
+    assert denied.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert denied_many.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert sm_signed.status == 400 and "not ssm" in sm_signed.text
