@@ -226,8 +226,10 @@ class Agent:
         self.pacer.install(self.clients.secretsmanager)
         source = SecretsManagerSource(self.clients.secretsmanager, self.calls)
         parameter_source = None
+        # Parameter Store has its own quotas: its throttling must not pace Secrets Manager calls.
+        self.ssm_pacer = AttemptPacer()
         if self.clients.ssm is not None:
-            self.pacer.install(self.clients.ssm)
+            self.ssm_pacer.install(self.clients.ssm)
             parameter_source = ParameterSource(self.clients.ssm, self.calls)
         self.components = build_components(
             settings, source, metrics=self.metrics, audit=self.audit, parameter_source=parameter_source
@@ -363,6 +365,7 @@ class Agent:
         if self.components.templates is not None:
             await self.components.templates.close()  # after the drain: no read can start a re-render now
         self.pacer.close()  # botocore retries still running in threads stop here
+        self.ssm_pacer.close()
         self.calls.close()
         if self._bound_socket:
             with contextlib.suppress(FileNotFoundError):

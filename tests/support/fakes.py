@@ -1,4 +1,4 @@
-"""A fake :class:`~agent.upstream.secretsmanager.SecretSource` for unit tests of cache logic only."""
+"""Fakes of the upstream seams (SecretSource, ParameterReads) for unit tests of cache logic only."""
 
 from __future__ import annotations
 
