@@ -118,8 +118,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _prefetch_ids(settings: Settings) -> tuple[str, ...]:
     # Patterns can only be checked against an explicit list: prefixes and tags
     # select secrets nobody knows before the agent asks upstream.
+    # Patterns match parameters too: listed parameters count, and paths select unknown ones.
     prefetch = settings.prefetch
-    return () if prefetch.name_prefixes or prefetch.tags else prefetch.secrets
+    if prefetch.name_prefixes or prefetch.tags or prefetch.parameter_paths:
+        return ()
+    return (*prefetch.secrets, *prefetch.parameters)
 
 
 def _audit_summary(args: argparse.Namespace) -> int:

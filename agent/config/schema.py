@@ -80,6 +80,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "refresh": {
         "mode": Key(kinds.choice(*REFRESH_MODES), "poll"),
         "interval_seconds": Key(kinds.integer(1, 86_400), 30),
+        # Parameter Store change detection (DescribeParameters versions), poll mode only.
+        "parameter_interval_seconds": Key(kinds.integer(1, 86_400), 30),
     },
     "events": {
         "sqs_queue_url": Key(kinds.optional_string, None),
@@ -89,6 +91,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "secrets": Key(kinds.string_list, ()),
         "name_prefixes": Key(kinds.string_list, ()),
         "tags": Key(kinds.tags, ()),
+        "parameters": Key(kinds.string_list, ()),  # Parameter Store names (or ARNs)
+        "parameter_paths": Key(kinds.string_list, ()),  # every parameter under these paths (recursive)
     },
     "log": {
         "level": Key(kinds.choice(*LOG_LEVELS), "info"),

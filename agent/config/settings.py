@@ -67,6 +67,7 @@ class RefreshSettings:
 
     mode: Literal["poll", "ttl"]
     interval_seconds: int
+    parameter_interval_seconds: int = 30
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ class PrefetchSettings:
     secrets: tuple[str, ...]
     name_prefixes: tuple[str, ...]
     tags: tuple[tuple[str, str | None], ...]
+    parameters: tuple[str, ...] = ()
+    parameter_paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from agent.config import Settings
 from agent.core.errors import AgentUnreachable, ReadDenied, ReadFailed, ReadNotFound
 
 TIMEOUT_SECONDS = 10.0
+# ``ssm:/app/db/host``: a Parameter Store name (Secrets Manager names cannot contain ':').
+SSM_PREFIX = "ssm:"
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,9 @@ class AgentClient:
             connection.close()
 
     def value(self, secret_id: str, *, field: str | None = None, stage: str | None = None) -> Reply:
-        """``/value/<id>`` with optional field and stage."""
+        """``/value/<id>`` with optional field and stage; an ``ssm:`` id reads Parameter Store (stage: a label)."""
+        if secret_id.startswith(SSM_PREFIX):
+            return self._parameter_value(secret_id[len(SSM_PREFIX) :], field=field, label=stage)
         query = []
         if field:
             query.append(f"field={quote(field, safe='')}")
@@ -107,12 +111,50 @@ class AgentClient:
         return self.get(f"/value/{quote(secret_id, safe='/:')}{suffix}")
 
     def version(self, secret_id: str) -> str | None:
-        """The AWSCURRENT version id the agent serves for ``secret_id`` (None on error or no agent)."""
+        """The AWSCURRENT version id the agent serves for ``secret_id`` (None on error or no agent).
+
+        For an ``ssm:`` id, the parameter's version number.
+        """
+        parameter = secret_id.startswith(SSM_PREFIX)
+        path = self._parameter_path(secret_id[len(SSM_PREFIX) :]) if parameter else f"/v1/{quote(secret_id, safe='/:')}"
         try:
-            reply = self.get(f"/v1/{quote(secret_id, safe='/:')}")
+            reply = self.get(path)
         except AgentUnreachable:
             return None
         if reply.status != 200:
             return None
         data: dict[str, Any] = json.loads(reply.body)
+        if parameter:
+            return str(data.get("Parameter", {}).get("Version"))
         return str(data.get("VersionId"))
+
+    @staticmethod
+    def _parameter_path(name: str, label: str | None = None) -> str:
+        query = f"name={quote(name, safe='/:')}&withDecryption=true"
+        if label:
+            query += f"&label={quote(label, safe='')}"
+        return f"/systemsmanager/parameters/get?{query}"
+
+    def _parameter_value(self, name: str, *, field: str | None, label: str | None) -> Reply:
+        """A parameter's value (decrypted) as the body, like ``/value/`` answers for a secret."""
+        reply = self.get(self._parameter_path(name, label))
+        if reply.status != 200:
+            return reply
+        value = str(json.loads(reply.body).get("Parameter", {}).get("Value", ""))
+        if field is None:
+            return Reply(200, value.encode(), reply.headers)
+        try:
+            fields = json.loads(value)
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):
+            body = {
+                "__type": "InvalidParameterException",
+                "message": "parameter is not a JSON object; #field needs one",
+            }
+            return Reply(400, json.dumps(body).encode(), reply.headers)
+        if field not in fields:
+            body = {"__type": "FieldNotFoundException", "message": f"parameter has no field {field!r}"}
+            return Reply(404, json.dumps(body).encode(), reply.headers)
+        item = fields[field]
+        return Reply(200, (item if isinstance(item, str) else json.dumps(item)).encode(), reply.headers)

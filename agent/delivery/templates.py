@@ -2,7 +2,9 @@
 
 Each ``[[templates]]`` entry is Jinja2 in a *sandboxed* async environment with
 one function, ``secret(id, field=None)``, which reads through the agent's own
-cache (so templates follow rotation like every other reader). Rendering:
+cache (so templates follow rotation like every other reader); an id
+``ssm:NAME`` reads a Parameter Store parameter (decrypted) through the
+parameter cache, and re-renders when the refresher finds a new version. Rendering:
 
 - happens after prefetch and before the agent reports ready, then again when a
   secret a template used rotates;
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
+import json
 import os
 import pwd
 import tempfile
@@ -32,12 +35,16 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from agent.cache.parameters import ParameterCache
 from agent.cache.rotations import Rotation
 from agent.cache.store import SecretCache
 from agent.config.delivery import TemplateSettings
 from agent.core.errors import AgentError, TemplateError
 from agent.core.log import get_logger
 from agent.core.types import CURRENT
+from agent.upstream.ssm import ParameterValue
+
+SSM_PREFIX = "ssm:"  # secret("ssm:/app/db/host"): a Parameter Store name
 
 log = get_logger("agent.delivery.templates")
 
@@ -88,8 +95,11 @@ def _ids(settings: TemplateSettings) -> tuple[int, int]:
 class TemplateRenderer:
     """Renders every configured template; re-renders those whose secrets rotate."""
 
-    def __init__(self, templates: tuple[TemplateSettings, ...], cache: SecretCache) -> None:
+    def __init__(
+        self, templates: tuple[TemplateSettings, ...], cache: SecretCache, parameters: ParameterCache | None = None
+    ) -> None:
         self._cache = cache
+        self._parameters = parameters
         self._env = SandboxedEnvironment(enable_async=True, autoescape=False, keep_trailing_newline=True)
         self._states = []
         for settings in templates:
@@ -112,7 +122,15 @@ class TemplateRenderer:
 
     def on_rotation(self, rotation: Rotation) -> None:
         """Rotation subscriber: re-render, in a task this renderer owns, the templates that used the secret."""
-        task = asyncio.get_running_loop().create_task(self.rerender(rotation.value.arn))
+        self.on_change(rotation.value.arn)
+
+    def on_parameter_change(self, value: ParameterValue) -> None:
+        """Parameter change subscriber: re-render the templates that used the parameter."""
+        self.on_change(value.arn)
+
+    def on_change(self, arn: str) -> None:
+        """Re-render, in a task this renderer owns, the templates that used ``arn``."""
+        task = asyncio.get_running_loop().create_task(self.rerender(arn))
         self._rerenders.add(task)
         task.add_done_callback(self._rerenders.discard)
 
@@ -135,6 +153,8 @@ class TemplateRenderer:
         used: set[str] = set()
 
         async def secret(secret_id: str, key: str | None = None) -> Any:
+            if secret_id.startswith(SSM_PREFIX):
+                return await parameter(secret_id, key)
             lookup = await self._cache.get(secret_id, CURRENT)
             used.add(lookup.value.arn)
             if key is None:
@@ -145,6 +165,23 @@ class TemplateRenderer:
             if fields is None or key not in fields:
                 if settings.error_on_missing_key:
                     raise TemplateError(f"secret {secret_id!r} has no key {key!r}")
+                return ""
+            return fields[key]
+
+        async def parameter(secret_id: str, key: str | None) -> Any:
+            if self._parameters is None:
+                raise TemplateError(f"{secret_id!r}: Parameter Store is not available here")
+            lookup = await self._parameters.get(secret_id[len(SSM_PREFIX) :], decrypt=True)
+            used.add(lookup.value.arn)
+            if key is None:
+                return lookup.value.value
+            try:
+                fields = json.loads(lookup.value.value)
+            except ValueError:
+                fields = None
+            if not isinstance(fields, dict) or key not in fields:
+                if settings.error_on_missing_key:
+                    raise TemplateError(f"parameter {secret_id!r} has no key {key!r}")
                 return ""
             return fields[key]
 

@@ -6,6 +6,7 @@ Every route answers on both listeners (TCP and the Unix socket):
 ``GET /secretsmanager/get``     GetSecretValue JSON (:mod:`.reads`)
 ``GET /v1/<id>``                the same, id in the path
 ``GET /value/<id>``             the value itself
+``GET /systemsmanager/...``     Parameter Store: GetParameter JSON (:mod:`.parameters`)
 ``GET /ping|/healthz|/readyz``  health (:mod:`.health`), no token
 ``GET /metrics``                Prometheus text
 ``POST /``                      the Secrets Manager JSON protocol (:mod:`.sdk`)
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from agent.server import health, reads, sdk
+from agent.server import health, parameters, reads, sdk
 from agent.server.context import COMPONENTS, Components
 from agent.server.middleware import guard_middleware, observe_middleware
 
@@ -37,6 +38,7 @@ def create_app(parts: Components) -> web.Application:
     app.router.add_get("/secretsmanager/get", reads.get_query, name="get")
     app.router.add_get("/v1/{secret_id:.+}", reads.get_path, name="v1")
     app.router.add_get("/value/{secret_id:.+}", reads.get_value, name="value")
+    app.router.add_get("/systemsmanager/parameters/get", parameters.get_parameter, name="parameter")
     app.router.add_get("/ping", health.ping, name="ping")
     app.router.add_get("/healthz", health.healthz, name="healthz")
     app.router.add_get("/readyz", health.readyz, name="readyz")

@@ -23,6 +23,7 @@ from agent.server.reader import SecretReader
 
 if TYPE_CHECKING:  # for typing only: Jinja2 is loaded only when templates are configured
     from agent.delivery.templates import TemplateRenderer
+    from agent.server.parameters import ParameterReader
 
 
 @dataclass
@@ -42,6 +43,8 @@ class Components:
     allowed_hosts: frozenset[str] | None = frozenset()
     metrics_public: bool = False
     templates: TemplateRenderer | None = None
+    # Parameter Store reads (/systemsmanager/parameters/get); None in apps built without them.
+    parameters: ParameterReader | None = None
     # Set once prefetch and the first template render are done (readiness, READY=1).
     started: asyncio.Event = field(default_factory=asyncio.Event)
 

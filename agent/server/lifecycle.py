@@ -46,6 +46,7 @@ from agent import __version__
 from agent.access.audit import AuditLog
 from agent.access.identity import Authenticator, RateLimiter
 from agent.access.policy import Policy
+from agent.cache.parameters import ParameterCache, ParameterRefresher
 from agent.cache.refresher import Refresher
 from agent.cache.rotations import Rotation, RotationFeed
 from agent.cache.store import SecretCache
@@ -58,6 +59,7 @@ from agent.server.connections import ConnectionGuard, fd_budget
 from agent.server.context import Components
 from agent.server.hardening import harden_process
 from agent.server.listeners import start_tcp, start_unix
+from agent.server.parameters import ParameterReader
 from agent.server.protocol import AgentRunner
 from agent.server.reader import SecretReader
 from agent.upstream.calls import SECRETS_MANAGER, UpstreamCalls
@@ -65,6 +67,7 @@ from agent.upstream.events import EventListener
 from agent.upstream.secretsmanager import SecretsManagerSource
 from agent.upstream.session import MAX_POOL_CONNECTIONS, build_clients, caller_identity
 from agent.upstream.source import SecretSource
+from agent.upstream.ssm import ParameterReads, ParameterSource
 from agent.upstream.throttle import AttemptPacer
 
 log = get_logger("agent.lifecycle")
@@ -84,7 +87,14 @@ class Started:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def build_components(settings: Settings, source: SecretSource, *, metrics: Metrics, audit: AuditLog) -> Components:
+def build_components(
+    settings: Settings,
+    source: SecretSource,
+    *,
+    metrics: Metrics,
+    audit: AuditLog,
+    parameter_source: ParameterReads | None = None,
+) -> Components:
     """Wire cache, refresher, templates, identities, policies and rotation reporting around ``source``.
 
     No background task starts here and nothing touches the network: a test can
@@ -103,12 +113,16 @@ def build_components(settings: Settings, source: SecretSource, *, metrics: Metri
         rotations=rotations,
         observe=metrics.observe_lookup,
     )
+    policy = Policy(settings.clients, settings.secret_policies)
+    parameters = _parameter_reader(settings, parameter_source, policy, metrics)
     templates = None
     if settings.templates:
         from agent.delivery.templates import TemplateRenderer  # Jinja2 only when templates are configured
 
-        templates = TemplateRenderer(settings.templates, cache)
+        templates = TemplateRenderer(settings.templates, cache, parameters.cache if parameters else None)
         rotations.subscribe(templates.on_rotation)
+        if parameters is not None:
+            parameters.refresher.listeners.append(templates.on_parameter_change)
     refresher = Refresher(
         source,
         cache,
@@ -120,7 +134,7 @@ def build_components(settings: Settings, source: SecretSource, *, metrics: Metri
     return Components(
         cache=cache,
         refresher=refresher,
-        reader=SecretReader(cache, Policy(settings.clients, settings.secret_policies), metrics),
+        reader=SecretReader(cache, policy, metrics),
         auth=Authenticator(settings.auth, settings.clients),
         rates=RateLimiter(settings.clients),
         metrics=metrics,
@@ -136,7 +150,34 @@ def build_components(settings: Settings, source: SecretSource, *, metrics: Metri
         audit=audit,
         metrics_public=settings.metrics.public,
         templates=templates,
+        parameters=parameters,
     )
+
+
+def _parameter_reader(
+    settings: Settings, source: ParameterReads | None, policy: Policy, metrics: Metrics
+) -> ParameterReader | None:
+    """Parameter Store reads: the cache (secret cache bounds), its refresher and the policy-checked reader."""
+    if source is None:
+        return None
+    cache = ParameterCache(
+        source,
+        ttl_seconds=settings.cache.ttl_seconds,
+        max_entries=settings.cache.max_entries,
+        max_stale_seconds=settings.cache.max_stale_seconds,
+        read_deadline_seconds=settings.cache.read_deadline_seconds,
+        negative_ttl_seconds=settings.cache.negative_ttl_seconds,
+        observe=metrics.observe_lookup,
+    )
+    refresher = ParameterRefresher(
+        cache,
+        names=settings.prefetch.parameters,
+        paths=settings.prefetch.parameter_paths,
+        interval_seconds=settings.refresh.parameter_interval_seconds,
+        poll=settings.refresh.mode == "poll",
+        metrics=metrics,
+    )
+    return ParameterReader(cache, refresher, policy, metrics)
 
 
 def allowed_hosts(settings: Settings) -> frozenset[str] | None:
@@ -184,7 +225,15 @@ class Agent:
         self.pacer = AttemptPacer()
         self.pacer.install(self.clients.secretsmanager)
         source = SecretsManagerSource(self.clients.secretsmanager, self.calls)
-        self.components = build_components(settings, source, metrics=self.metrics, audit=self.audit)
+        parameter_source = None
+        # Parameter Store has its own quotas: its throttling must not pace Secrets Manager calls.
+        self.ssm_pacer = AttemptPacer()
+        if self.clients.ssm is not None:
+            self.ssm_pacer.install(self.clients.ssm)
+            parameter_source = ParameterSource(self.clients.ssm, self.calls)
+        self.components = build_components(
+            settings, source, metrics=self.metrics, audit=self.audit, parameter_source=parameter_source
+        )
         self.events: EventListener | None = None
         if settings.events.sqs_queue_url is not None and self.clients.sqs is not None:
             refresher = self.components.refresher
@@ -249,6 +298,8 @@ class Agent:
             self._bound_socket = server.unix_socket
         # Serving starts at once (misses fetch on demand); /readyz waits for prefetch.
         self._spawn("refresher", self.components.refresher.run())
+        if self.components.parameters is not None:
+            self._spawn("parameter-refresher", self.components.parameters.refresher.run())
         self._spawn("readiness", self._become_ready())
         if self.events is not None:
             self._spawn("events", self.events.run())
@@ -262,6 +313,8 @@ class Agent:
         grace = self.settings.server.shutdown_grace_seconds
         await asyncio.sleep(max(0.0, grace - min(READ_CUTOFF_MARGIN_SECONDS, grace / 2)))
         await self.components.cache.stop()
+        if self.components.parameters is not None:
+            await self.components.parameters.cache.stop()
 
     def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(work, name=name))
@@ -270,6 +323,8 @@ class Agent:
         """Prefetch, then the first template render, then readiness (and READY=1 to systemd)."""
         parts = self.components
         await parts.refresher.prefetched.wait()
+        if parts.parameters is not None:
+            await parts.parameters.refresher.prefetched.wait()
         if parts.templates is not None:
             await parts.templates.render_all()
         parts.started.set()
@@ -295,6 +350,8 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await cutoff
         await self.components.cache.stop()  # abandons upstream calls still running
+        if self.components.parameters is not None:
+            await self.components.parameters.cache.stop()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -308,6 +365,7 @@ class Agent:
         if self.components.templates is not None:
             await self.components.templates.close()  # after the drain: no read can start a re-render now
         self.pacer.close()  # botocore retries still running in threads stop here
+        self.ssm_pacer.close()
         self.calls.close()
         if self._bound_socket:
             with contextlib.suppress(FileNotFoundError):

@@ -78,7 +78,7 @@ from agent.server.context import (
 
 log = get_logger("agent.access_log")
 
-READ_ROUTES = frozenset({"get", "v1", "value", "sdk"})
+READ_ROUTES = frozenset({"get", "v1", "value", "sdk", "parameter"})
 ALWAYS_PUBLIC = frozenset({"/ping", "/healthz", "/readyz"})
 MAX_REQUEST_ID = 64
 HTTP_1_0 = HttpVersion(1, 0)

@@ -41,6 +41,7 @@ from agent.core.errors import (
     ValidationError,
 )
 from agent.core.types import CURRENT, SecretValue, Selector
+from agent.server import sdk_ssm
 from agent.server.context import CACHE_KEY, CLIENT_KEY, COMPONENTS, DECISION_KEY, SECRET_ID_KEY, SERVED_KEY
 from agent.server.sigv4 import SignedRequest, verify
 from agent.upstream.source import BATCH_LIMIT, SecretMeta
@@ -189,6 +190,8 @@ def describe_json(meta: SecretMeta) -> dict[str, Any]:
 
 async def sdk_endpoint(request: web.Request) -> web.Response:
     """``POST /``: one read operation, for a client the guard already verified and rate-limited."""
+    if request.headers.get("X-Amz-Target", "").startswith(sdk_ssm.TARGET_PREFIX):
+        return await sdk_ssm.ssm_endpoint(request)  # Parameter Store: GetParameter, GetParameters
     operation = operation_of(request)
     params = parse_body(await request.read())
     if operation == "GetSecretValue":

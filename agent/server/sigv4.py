@@ -14,7 +14,8 @@ directly, with these rules learnt from real SDKs:
   ``UNSIGNED-PAYLOAD`` is refused (reads are small; there is no reason to
   accept an unsigned body);
 - the canonical query line is present even when empty;
-- the credential scope's service must be ``secretsmanager``.
+- the credential scope's service must be ``secretsmanager``, or ``ssm`` for an
+  ``AmazonSSM.*`` target (Parameter Store reads).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ __all__ = ["SignatureError", "SignedRequest", "signing_key", "verify"]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "secretsmanager"
+SSM_TARGET_PREFIX = "AmazonSSM."
+SSM_SERVICE = "ssm"
 MAX_SKEW = timedelta(minutes=5)
 _AUTH = re.compile(
     r"^AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+),\s*SignedHeaders=(?P<signed>[^,\s]+),"
@@ -97,8 +100,9 @@ def verify(request: SignedRequest, secret_for: Callable[[str], str | None], now:
     if len(scope_parts) != 5 or scope_parts[4] != "aws4_request":
         raise IncompleteSignature("the credential scope is malformed")
     access_key, date, region, service, _ = scope_parts
-    if service != SERVICE:
-        raise InvalidSignature(f"credential scope is for {service!r}, not secretsmanager")
+    wanted = SSM_SERVICE if request.headers.get("X-Amz-Target", "").startswith(SSM_TARGET_PREFIX) else SERVICE
+    if service != wanted:
+        raise InvalidSignature(f"credential scope is for {service!r}, not {wanted}")
     signed = match["signed"].split(";")
     for required in ("host", "x-amz-target"):
         # X-Amz-Target names the operation: unsigned, a captured request could be replayed as another one.

@@ -58,6 +58,7 @@ class AwsClients:
     sts: Any
     region: str
     sqs: Any = None
+    ssm: Any = None  # Parameter Store
 
 
 def client_config(settings: AwsSettings) -> Config:
@@ -112,12 +113,13 @@ def build_clients(settings: AwsSettings, *, with_sqs: bool = False) -> AwsClient
     try:
         secretsmanager = session.client("secretsmanager", config=config, **endpoint)
         sts = session.client("sts", config=config, **endpoint)
+        ssm = session.client("ssm", config=config, **endpoint)
         # Long polls hold a connection for up to 20 s: the read timeout must exceed that.
         sqs_config = config.merge(Config(read_timeout=max(settings.read_timeout_seconds, 30)))
         sqs = session.client("sqs", config=sqs_config, **endpoint) if with_sqs else None
     except NoRegionError as exc:
         raise CredentialsError("no AWS region: set aws.region, AWS_REGION or AWS_DEFAULT_REGION") from exc
-    return AwsClients(secretsmanager=secretsmanager, sts=sts, region=secretsmanager.meta.region_name, sqs=sqs)
+    return AwsClients(secretsmanager=secretsmanager, sts=sts, region=secretsmanager.meta.region_name, sqs=sqs, ssm=ssm)
 
 
 async def caller_identity(clients: AwsClients, calls: UpstreamCalls) -> dict[str, str]:

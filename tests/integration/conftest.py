@@ -42,6 +42,11 @@ def sm(moto: MotoServer) -> Any:
 
 
 @pytest.fixture
+def ssm(moto: MotoServer) -> Any:
+    return boto3.client("ssm", region_name=REGION, endpoint_url=moto.url)
+
+
+@pytest.fixture
 async def proxy(moto: MotoServer) -> AsyncIterator[FaultProxy]:
     fault_proxy = await FaultProxy(moto.url).start()
     try:

@@ -1,8 +1,9 @@
-"""A fake :class:`~agent.upstream.secretsmanager.SecretSource` for unit tests of cache logic only."""
+"""Fakes of the upstream seams (SecretSource, ParameterReads) for unit tests of cache logic only."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from agent.core.errors import SecretNotFound, UpstreamError
 from agent.core.types import AWSCURRENT, SecretValue, Selector
 from agent.upstream.source import BatchResult, SecretMeta
+from agent.upstream.ssm import ParameterBatch, ParameterMeta, ParameterValue, split_selector
 
 ARN_PREFIX = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
 
@@ -94,3 +96,64 @@ class FakeSource:
 
     def close(self) -> None:
         pass
+
+
+class FakeParameters:
+    """A fake :class:`~agent.upstream.ssm.ParameterReads`: parameters in a dict, calls counted, gated, failing."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[ParameterValue]] = {}  # name -> versions, oldest first
+        self.calls: Counter[str] = Counter()
+        self.gate: asyncio.Event | None = None
+        self.fail_with: UpstreamError | None = None
+
+    def put(self, name: str, value: str, kind: str = "String") -> ParameterValue:
+        versions = self.values.setdefault(name, [])
+        param = ParameterValue(
+            name=name,
+            arn=f"arn:aws:ssm:us-east-1:123456789012:parameter{name}",
+            type=kind,
+            value=value,
+            version=len(versions) + 1,
+        )
+        versions.append(param)
+        return param
+
+    async def get_parameter(self, name: str, *, decrypt: bool) -> ParameterValue:
+        self.calls["GetParameter"] += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        base, selector = split_selector(name)
+        versions = self.values.get(base)
+        if not versions:
+            raise SecretNotFound("parameter not found", code="ParameterNotFound")
+        found = versions[int(selector) - 1] if selector and selector.isdigit() else versions[-1]
+        if found.secure and not decrypt:
+            return dataclasses.replace(found, value="ciphertext")
+        return found
+
+    async def get_parameters(self, names: Sequence[str], *, decrypt: bool) -> ParameterBatch:
+        self.calls["GetParameters"] += 1
+        batch = ParameterBatch()
+        for name in names:
+            if name in self.values:
+                batch.values.append(self.values[name][-1])
+            else:
+                batch.invalid.append(name)
+        return batch
+
+    async def get_parameters_by_path(self, path: str, *, decrypt: bool) -> list[ParameterValue]:
+        self.calls["GetParametersByPath"] += 1
+        return [versions[-1] for name, versions in self.values.items() if name.startswith(path.rstrip("/") + "/")]
+
+    async def describe(self, names: Sequence[str]) -> dict[str, ParameterMeta]:
+        self.calls["DescribeParameters"] += 1
+        if self.fail_with is not None:
+            raise self.fail_with
+        return {
+            name: ParameterMeta(name=name, version=self.values[name][-1].version, type=self.values[name][-1].type)
+            for name in names
+            if name in self.values
+        }
