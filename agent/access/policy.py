@@ -72,6 +72,13 @@ class Policy:
         """True when no policy can refuse ``client`` anything."""
         return client in self._unrestricted
 
+    def allows_role(self, client: str, role_arn: str) -> bool:
+        """True when ``client`` may name ``role_arn`` as roleArn: the default client always, others by ``roles``."""
+        if client == DEFAULT_CLIENT:
+            return True
+        settings = self._clients.get(client)
+        return settings is not None and _matches(settings.roles, (role_arn,))
+
     def allows(self, client: str, ids: Sequence[str]) -> bool:
         """True when ``client`` may read the secret known by ``ids``."""
         settings = self._clients.get(client)

@@ -20,6 +20,7 @@ from agent.cache.store import SecretCache
 from agent.core.metrics import Metrics
 from agent.server.connections import ConnectionGuard
 from agent.server.reader import SecretReader
+from agent.server.roles import RoleRegistry
 
 if TYPE_CHECKING:  # for typing only: Jinja2 is loaded only when templates are configured
     from agent.delivery.templates import TemplateRenderer
@@ -42,6 +43,7 @@ class Components:
     allowed_hosts: frozenset[str] | None = frozenset()
     metrics_public: bool = False
     templates: TemplateRenderer | None = None
+    roles: RoleRegistry | None = None  # roleArn reads; None: refused
     # Set once prefetch and the first template render are done (readiness, READY=1).
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -53,6 +55,7 @@ SECRET_ID_KEY = web.RequestKey("secret_id", str)
 CACHE_KEY = web.RequestKey("cache", str)
 PEER_KEY = web.RequestKey("peer", Peer)
 DECISION_KEY = web.RequestKey("decision", str)
+ROLE_KEY = web.RequestKey("role_arn", str)  # the roleArn a read named (audited and logged)
 # Set by the guard once it takes a request as an SDK call (POST / with X-Amz-Target).
 SDK_KEY = web.RequestKey("sdk", bool)
 # One dict per secret read (name, arn, version_id, version_stage; for batches also decision/status).

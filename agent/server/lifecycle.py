@@ -60,8 +60,11 @@ from agent.server.hardening import harden_process
 from agent.server.listeners import start_tcp, start_unix
 from agent.server.protocol import AgentRunner
 from agent.server.reader import SecretReader
+from agent.server.roles import OpenRole, RoleRegistry
 from agent.upstream.calls import SECRETS_MANAGER, UpstreamCalls
 from agent.upstream.events import EventListener
+from agent.upstream.regions import RegionalClients
+from agent.upstream.roles import RoleSessions
 from agent.upstream.secretsmanager import SecretsManagerSource
 from agent.upstream.session import MAX_POOL_CONNECTIONS, build_clients, caller_identity
 from agent.upstream.source import SecretSource
@@ -84,15 +87,9 @@ class Started:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def build_components(settings: Settings, source: SecretSource, *, metrics: Metrics, audit: AuditLog) -> Components:
-    """Wire cache, refresher, templates, identities, policies and rotation reporting around ``source``.
-
-    No background task starts here and nothing touches the network: a test can
-    build an app around a fake source with this alone.
-    """
-    rotations = RotationFeed()
-    rotations.subscribe(lambda rotation: _report_rotation(rotation, metrics, audit))
-    cache = SecretCache(
+def make_cache(settings: Settings, source: SecretSource, rotations: RotationFeed, metrics: Metrics) -> SecretCache:
+    """A :class:`SecretCache` over ``source`` with the ``[cache]`` settings (the agent's own, and each role's)."""
+    return SecretCache(
         source,
         ttl_seconds=settings.cache.ttl_seconds,
         max_entries=settings.cache.max_entries,
@@ -103,6 +100,29 @@ def build_components(settings: Settings, source: SecretSource, *, metrics: Metri
         rotations=rotations,
         observe=metrics.observe_lookup,
     )
+
+
+def build_components(
+    settings: Settings,
+    source: SecretSource,
+    *,
+    metrics: Metrics,
+    audit: AuditLog,
+    open_role: OpenRole | None = None,
+) -> Components:
+    """Wire cache, refresher, templates, identities, policies and rotation reporting around ``source``.
+
+    ``open_role`` makes the source a ``roleArn`` read goes through (None: such
+    reads are refused). No background task starts here and nothing touches the
+    network: a test can build an app around a fake source with this alone.
+    """
+    rotations = RotationFeed()
+    rotations.subscribe(lambda rotation: _report_rotation(rotation, metrics, audit))
+    cache = make_cache(settings, source, rotations, metrics)
+    # Rotations seen through a role are reported (metrics, audit, log) but drive no template.
+    role_rotations = RotationFeed()
+    role_rotations.subscribe(lambda rotation: _report_rotation(rotation, metrics, audit))
+    policy = Policy(settings.clients, settings.secret_policies)
     templates = None
     if settings.templates:
         from agent.delivery.templates import TemplateRenderer  # Jinja2 only when templates are configured
@@ -120,7 +140,7 @@ def build_components(settings: Settings, source: SecretSource, *, metrics: Metri
     return Components(
         cache=cache,
         refresher=refresher,
-        reader=SecretReader(cache, Policy(settings.clients, settings.secret_policies), metrics),
+        reader=SecretReader(cache, policy, metrics),
         auth=Authenticator(settings.auth, settings.clients),
         rates=RateLimiter(settings.clients),
         metrics=metrics,
@@ -136,6 +156,13 @@ def build_components(settings: Settings, source: SecretSource, *, metrics: Metri
         audit=audit,
         metrics_public=settings.metrics.public,
         templates=templates,
+        roles=RoleRegistry(
+            max_roles=settings.aws.max_roles,
+            policy=policy,
+            make_cache=lambda role_source: make_cache(settings, role_source, role_rotations, metrics),
+            open_role=open_role,
+            deadline_seconds=settings.cache.read_deadline_seconds,
+        ),
     )
 
 
@@ -183,8 +210,15 @@ class Agent:
         self.calls = UpstreamCalls(max_workers=MAX_POOL_CONNECTIONS + int(events_on), observe=self._observe_upstream)
         self.pacer = AttemptPacer()
         self.pacer.install(self.clients.secretsmanager)
-        source = SecretsManagerSource(self.clients.secretsmanager, self.calls)
-        self.components = build_components(settings, source, metrics=self.metrics, audit=self.audit)
+        source = SecretsManagerSource(
+            self.clients.secretsmanager,
+            self.calls,
+            regions=RegionalClients(self.clients.secretsmanager, self._client_in),
+        )
+        roles = RoleSessions(self.clients, settings.aws, self.calls, on_client=self.pacer.install)
+        self.components = build_components(
+            settings, source, metrics=self.metrics, audit=self.audit, open_role=roles.open
+        )
         self.events: EventListener | None = None
         if settings.events.sqs_queue_url is not None and self.clients.sqs is not None:
             refresher = self.components.refresher
@@ -214,6 +248,13 @@ class Agent:
         self.stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._bound_socket: str | None = None  # only ever unlink a socket this process created
+
+    def _client_in(self, region: str) -> Any:
+        """The agent's Secrets Manager client for another region (cross-region ARNs), paced as the others."""
+        assert self.clients.secretsmanager_in is not None
+        client = self.clients.secretsmanager_in(region)
+        self.pacer.install(client)
+        return client
 
     def _observe_upstream(self, service: str, operation: str, outcome: str, transient: bool) -> None:
         self.metrics.observe_upstream(operation, outcome)
@@ -261,7 +302,12 @@ class Agent:
     async def _cut_off_reads(self) -> None:
         grace = self.settings.server.shutdown_grace_seconds
         await asyncio.sleep(max(0.0, grace - min(READ_CUTOFF_MARGIN_SECONDS, grace / 2)))
+        await self._stop_caches()
+
+    async def _stop_caches(self) -> None:
         await self.components.cache.stop()
+        if self.components.roles is not None:
+            await self.components.roles.stop()
 
     def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(work, name=name))
@@ -294,7 +340,7 @@ class Agent:
             cutoff.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await cutoff
-        await self.components.cache.stop()  # abandons upstream calls still running
+        await self._stop_caches()  # abandons upstream calls still running
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

@@ -31,12 +31,13 @@ class SecretReader:
         self._metrics.observe_read(client, "deny")
         return Forbidden(ACCESS_DENIED)  # same body whether or not the secret exists
 
-    def check(self, client: str, secret_id: str) -> None:
+    def check(self, client: str, secret_id: str, *, cache: SecretCache | None = None) -> None:
         """Raise Forbidden unless ``client`` may read ``secret_id``; decided without any upstream call."""
         if self._policy.unrestricted(client):
             return
-        arn = self._cache.resolve(secret_id)
-        ids = subject_ids(secret_id, arn=arn, name=self._cache.name_of(arn) if arn else None)
+        cache = self._cache if cache is None else cache  # (an empty cache is falsy)
+        arn = cache.resolve(secret_id)
+        ids = subject_ids(secret_id, arn=arn, name=cache.name_of(arn) if arn else None)
         if not self._policy.allows(client, ids):
             raise self._deny(client)
 
@@ -47,10 +48,18 @@ class SecretReader:
         if not self._policy.allows(client, canonical_ids(arn=arn, name=name)):
             raise self._deny(client)
 
-    async def read(self, client: str, secret_id: str, selector: Selector, *, refresh: bool = False) -> Lookup:
-        """Early policy check, the cache read, then the canonical check."""
-        self.check(client, secret_id)
-        lookup = await self._cache.get(secret_id, selector, refresh=refresh)
+    async def read(
+        self,
+        client: str,
+        secret_id: str,
+        selector: Selector,
+        *,
+        refresh: bool = False,
+        cache: SecretCache | None = None,
+    ) -> Lookup:
+        """Early policy check, the cache read (``cache``: a role's, else the agent's), then the canonical check."""
+        self.check(client, secret_id, cache=cache)
+        lookup = await (self._cache if cache is None else cache).get(secret_id, selector, refresh=refresh)
         self.check_canonical(client, arn=lookup.value.arn, name=lookup.value.name)
         self._metrics.observe_read(client, "allow")
         return lookup
