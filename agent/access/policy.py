@@ -18,6 +18,9 @@ without the 6-character suffix), so ``prod/*`` covers a read by ARN too. That
 first decision needs no upstream call and denies early; after the value is
 fetched the read is decided again on the secret's canonical identity only
 (:func:`canonical_ids`), so a guessed suffix can never widen an allow.
+
+A client's ``roles`` (globs on IAM role ARNs) are the roles it may read as
+with ``roleArn`` (:meth:`Policy.allows_role`); the ``default`` client may name any.
 """
 
 from __future__ import annotations

@@ -60,6 +60,7 @@ from agent.server.hardening import harden_process
 from agent.server.listeners import start_tcp, start_unix
 from agent.server.protocol import AgentRunner
 from agent.server.reader import SecretReader
+from agent.server.regions import RegionalCaches
 from agent.server.roles import OpenRole, RoleRegistry
 from agent.upstream.calls import SECRETS_MANAGER, UpstreamCalls
 from agent.upstream.events import EventListener
@@ -109,20 +110,28 @@ def build_components(
     metrics: Metrics,
     audit: AuditLog,
     open_role: OpenRole | None = None,
+    home_region: str | None = None,
 ) -> Components:
     """Wire cache, refresher, templates, identities, policies and rotation reporting around ``source``.
 
     ``open_role`` makes the source a ``roleArn`` read goes through (None: such
-    reads are refused). No background task starts here and nothing touches the
-    network: a test can build an app around a fake source with this alone.
+    reads are refused). With ``home_region``, reads by a full ARN in another
+    region are cached apart, per region (:mod:`agent.server.regions`). No
+    background task starts here and nothing touches the network: a test can
+    build an app around a fake source with this alone.
     """
     rotations = RotationFeed()
     rotations.subscribe(lambda rotation: _report_rotation(rotation, metrics, audit))
     cache = make_cache(settings, source, rotations, metrics)
-    # Rotations seen through a role are reported (metrics, audit, log) but drive no template.
-    role_rotations = RotationFeed()
-    role_rotations.subscribe(lambda rotation: _report_rotation(rotation, metrics, audit))
+    # Rotations seen through a role or another region are reported (metrics, audit, log) but drive no template.
+    other_rotations = RotationFeed()
+    other_rotations.subscribe(lambda rotation: _report_rotation(rotation, metrics, audit))
     policy = Policy(settings.clients, settings.secret_policies)
+
+    def by_region(home: SecretCache, over: SecretSource) -> RegionalCaches:
+        make = (lambda: make_cache(settings, over, other_rotations, metrics)) if home_region else None
+        return RegionalCaches(home, make, home_region=home_region)
+
     templates = None
     if settings.templates:
         from agent.delivery.templates import TemplateRenderer  # Jinja2 only when templates are configured
@@ -140,7 +149,7 @@ def build_components(
     return Components(
         cache=cache,
         refresher=refresher,
-        reader=SecretReader(cache, policy, metrics),
+        reader=SecretReader(cache, policy, metrics, caches=by_region(cache, source)),
         auth=Authenticator(settings.auth, settings.clients),
         rates=RateLimiter(settings.clients),
         metrics=metrics,
@@ -159,7 +168,7 @@ def build_components(
         roles=RoleRegistry(
             max_roles=settings.aws.max_roles,
             policy=policy,
-            make_cache=lambda role_source: make_cache(settings, role_source, role_rotations, metrics),
+            make_cache=lambda over: by_region(make_cache(settings, over, other_rotations, metrics), over),
             open_role=open_role,
             deadline_seconds=settings.cache.read_deadline_seconds,
         ),
@@ -217,7 +226,12 @@ class Agent:
         )
         roles = RoleSessions(self.clients, settings.aws, self.calls, on_client=self.pacer.install)
         self.components = build_components(
-            settings, source, metrics=self.metrics, audit=self.audit, open_role=roles.open
+            settings,
+            source,
+            metrics=self.metrics,
+            audit=self.audit,
+            open_role=roles.open,
+            home_region=self.clients.region,
         )
         self.events: EventListener | None = None
         if settings.events.sqs_queue_url is not None and self.clients.sqs is not None:
@@ -305,7 +319,7 @@ class Agent:
         await self._stop_caches()
 
     async def _stop_caches(self) -> None:
-        await self.components.cache.stop()
+        await self.components.reader.caches.stop()  # the agent's own cache, and its other regions'
         if self.components.roles is not None:
             await self.components.roles.stop()
 

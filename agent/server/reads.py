@@ -67,14 +67,14 @@ async def _read(request: web.Request, secret_id: str, params: dict[str, str]) ->
     parts = request.app[COMPONENTS]
     selector = selector_of(params)
     refresh = refresh_flag(params)
-    cache = None
+    caches = None
     role_arn = params.get("roleArn")
     if role_arn is not None:  # read as that role, through its own cache (see agent.server.roles)
         request[ROLE_KEY] = role_arn
         if parts.roles is None:
             raise BadRequest("roleArn reads are not available in this agent")
-        cache = await parts.roles.cache_for(request[CLIENT_KEY], role_arn)
-    lookup = await parts.reader.read(request[CLIENT_KEY], secret_id, selector, refresh=refresh, cache=cache)
+        caches = await parts.roles.caches_for(request[CLIENT_KEY], role_arn)
+    lookup = await parts.reader.read(request[CLIENT_KEY], secret_id, selector, refresh=refresh, caches=caches)
     request[DECISION_KEY] = "allow"
     request[CACHE_KEY] = lookup.outcome
     if parts.audit.enabled:

@@ -12,9 +12,10 @@ A read naming ``roleArn`` is decided in this order, before the secret itself:
    usual 502/429/504 (no answer within ``cache.read_deadline_seconds``), and
    the role holds no slot until an AssumeRole succeeds
 
-Then the read goes through the role's own :class:`~agent.cache.store.SecretCache`
-(built like the agent's, kept fresh by its TTL: the refresher polls only the
-agent's own cache), under the same policies as any read.
+Then the read goes through the role's own caches (a
+:class:`~agent.cache.store.SecretCache` built like the agent's, one per region
+as in :mod:`agent.server.regions`, kept fresh by their TTL: the refresher polls
+only the agent's own cache), under the same policies as any read.
 """
 
 from __future__ import annotations
@@ -23,16 +24,16 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from agent.access.policy import Policy
-from agent.cache.store import SecretCache
 from agent.core.errors import BadRequest, Forbidden, UpstreamDenied, UpstreamRejected, UpstreamTimeout
 from agent.core.log import get_logger
+from agent.server.regions import RegionalCaches
 from agent.upstream.roles import valid_role_arn
 from agent.upstream.source import SecretSource
 
 log = get_logger("agent.roles")
 
 OpenRole = Callable[[str], Awaitable[SecretSource]]
-MakeCache = Callable[[SecretSource], SecretCache]
+MakeCache = Callable[[SecretSource], RegionalCaches]
 
 
 class RoleRegistry:
@@ -52,8 +53,8 @@ class RoleRegistry:
         self._make_cache = make_cache
         self._open_role = open_role
         self._deadline = deadline_seconds
-        self._caches: dict[str, SecretCache] = {}
-        self._opening: dict[str, asyncio.Task[SecretCache]] = {}
+        self._caches: dict[str, RegionalCaches] = {}
+        self._opening: dict[str, asyncio.Task[RegionalCaches]] = {}
         self._stopped = False
 
     def __len__(self) -> int:
@@ -64,7 +65,7 @@ class RoleRegistry:
         """The roles held (assumed at least once)."""
         return list(self._caches)
 
-    async def cache_for(self, client: str, role_arn: str) -> SecretCache:
+    async def caches_for(self, client: str, role_arn: str) -> RegionalCaches:
         """The role's cache for ``client``'s read, checked in the order of the module docstring."""
         if not valid_role_arn(role_arn):
             raise BadRequest("roleArn must be an IAM role ARN (arn:aws:iam::123456789012:role/NAME)")
@@ -91,13 +92,13 @@ class RoleRegistry:
         except (UpstreamDenied, UpstreamRejected) as exc:
             raise Forbidden(f"could not assume the role given in roleArn: {exc.code}") from exc
 
-    async def _open(self, role_arn: str) -> SecretCache:
+    async def _open(self, role_arn: str) -> RegionalCaches:
         assert self._open_role is not None
         source = await self._open_role(role_arn)
         log.info("role_assumed", role_arn=role_arn, roles=len(self._caches) + 1)
         return self._make_cache(source)
 
-    def _opened(self, role_arn: str, task: asyncio.Task[SecretCache]) -> None:
+    def _opened(self, role_arn: str, task: asyncio.Task[RegionalCaches]) -> None:
         self._opening.pop(role_arn, None)
         if task.cancelled():
             return

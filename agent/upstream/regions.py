@@ -19,8 +19,8 @@ from agent.core.errors import UpstreamRejected
 # More than AWS has regions (commercial, China and GovCloud partitions together).
 MAX_REGIONS = 48
 _ARN_REGION = re.compile(r"^arn:aws(?:-[a-z]+)*:secretsmanager:([a-z]{2}(?:-[a-z]+)+-\d{1,2}):\d{12}:secret:")
-# boto3 sessions are not thread-safe; clients are made in the worker threads, one at a time.
-_CREATING = threading.Lock()
+# boto3 sessions are not thread-safe; clients are made in worker threads, one at a time.
+CLIENT_CREATION = threading.Lock()
 
 
 def arn_region(secret_id: str) -> str | None:
@@ -52,7 +52,7 @@ class RegionalClients:
         client = self._others.get(region)
         if client is not None:
             return client
-        with _CREATING:
+        with CLIENT_CREATION:
             client = self._others.get(region)
             if client is None:
                 if len(self._others) >= self._max:

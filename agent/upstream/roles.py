@@ -26,12 +26,12 @@ from botocore.credentials import CredentialProvider, CredentialResolver, Credent
 
 from agent.config import AwsSettings
 from agent.upstream.calls import UpstreamCalls
-from agent.upstream.regions import RegionalClients
+from agent.upstream.regions import CLIENT_CREATION, RegionalClients
 from agent.upstream.secretsmanager import SecretsManagerSource
 from agent.upstream.session import ROLE_SESSION_NAME, AwsClients, client_config
 
 # arn:<partition>:iam::<account>:role/<optional path/><name>; IAM's own limits (path 512, name 64).
-_ROLE_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:iam::\d{12}:role/(?:[\w+=,.@-]+/){0,64}[\w+=,.@-]{1,64}")
+_ROLE_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:iam::\d{12}:role/(?:[\w+=,.@-]+/){0,64}[\w+=,.@-]{1,64}", re.ASCII)
 MAX_ROLE_ARN_LENGTH = 2048
 
 
@@ -117,4 +117,6 @@ class RoleSessions:
             self._on_client(client)
             return client
 
-        return RegionalClients(make(self._region), make)
+        with CLIENT_CREATION:
+            home = make(self._region)
+        return RegionalClients(home, make)
