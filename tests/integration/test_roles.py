@@ -93,6 +93,7 @@ async def test_malformed_role_arn_is_400(sm: Any, proxy: FaultProxy, run_agent: 
             reply = await agent.get(f"/v1/app/db?roleArn={bad}")
             assert reply.status == 400, (bad, reply.text)
             assert reply.json()["__type"] == "InvalidParameterException"
+            assert "must be an IAM role ARN" in reply.json()["message"]
     assert proxy.calls["AssumeRole"] == 0
 
 
