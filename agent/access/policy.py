@@ -18,6 +18,9 @@ without the 6-character suffix), so ``prod/*`` covers a read by ARN too. That
 first decision needs no upstream call and denies early; after the value is
 fetched the read is decided again on the secret's canonical identity only
 (:func:`canonical_ids`), so a guessed suffix can never widen an allow.
+
+A client's ``roles`` (globs on IAM role ARNs) are the roles it may read as
+with ``roleArn`` (:meth:`Policy.allows_role`); the ``default`` client may name any.
 """
 
 from __future__ import annotations
@@ -71,6 +74,13 @@ class Policy:
     def unrestricted(self, client: str) -> bool:
         """True when no policy can refuse ``client`` anything."""
         return client in self._unrestricted
+
+    def allows_role(self, client: str, role_arn: str) -> bool:
+        """True when ``client`` may name ``role_arn`` as roleArn: the default client always, others by ``roles``."""
+        if client == DEFAULT_CLIENT:
+            return True
+        settings = self._clients.get(client)
+        return settings is not None and _matches(settings.roles, (role_arn,))
 
     def allows(self, client: str, ids: Sequence[str]) -> bool:
         """True when ``client`` may read the secret known by ``ids``."""

@@ -16,7 +16,7 @@ from agent.config.kinds import Problems, check, optional, positive, string_list,
 
 TOKEN_FILE_MAX_MODE = 0o640
 DEFAULT_CLIENT = "default"
-CLIENT_KEYS = frozenset({"name", "token", "uid", "gid", "allow", "deny", "rate_per_second"})
+CLIENT_KEYS = frozenset({"name", "token", "uid", "gid", "allow", "deny", "rate_per_second", "roles"})
 POLICY_KEYS = frozenset({"secret", "readers", "deny"})
 _RATE = optional(positive)
 _PATTERNS = optional(string_list)
@@ -52,6 +52,7 @@ class ClientSettings:
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     rate_per_second: float | None = None
+    roles: tuple[str, ...] = ()  # role ARNs (or globs on them) this client may name as roleArn
 
 
 @dataclass(frozen=True)
@@ -139,9 +140,19 @@ def parse_clients(
                 allow=check(_PATTERNS, entry.get("allow"), f"{at}.allow", problems) or (),
                 deny=check(_PATTERNS, entry.get("deny"), f"{at}.deny", problems) or (),
                 rate_per_second=check(_RATE, entry.get("rate_per_second"), f"{at}.rate_per_second", problems),
+                roles=_roles(entry.get("roles"), f"{at}.roles", problems),
             )
         )
     return tuple(clients)
+
+
+def _roles(raw: Any, key: str, problems: Problems) -> tuple[str, ...]:
+    """A client's ``roles``: IAM role ARNs, or globs on them; each must start with ``arn:``."""
+    roles = check(_PATTERNS, raw, key, problems) or ()
+    for role in roles:
+        if not role.startswith("arn:"):
+            problems.append((key, f"expected IAM role ARNs (or globs on them) starting with 'arn:', got {role!r}"))
+    return roles
 
 
 def parse_secret_policies(raw: Any, problems: Problems) -> tuple[SecretPolicySettings, ...]:

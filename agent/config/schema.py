@@ -64,6 +64,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "validate_credentials": Key(kinds.boolean, True),
         "read_timeout_seconds": Key(kinds.integer(1, 120), 10),
         "max_attempts": Key(kinds.integer(1, 10), 3),  # botocore "standard" retry mode's own default
+        # Distinct roleArn values read with, for the whole agent (AWS's agent: 20); a new one past it is refused.
+        "max_roles": Key(kinds.integer(0, 1000), 20),
     },
     "cache": {
         "ttl_seconds": Key(kinds.integer(0, 86_400), 300),  # AWS's agent's default TTL

@@ -47,6 +47,7 @@ class AwsSettings:
     validate_credentials: bool
     read_timeout_seconds: int
     max_attempts: int
+    max_roles: int = 20  # distinct roleArn values, agent-wide
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from agent.cache.store import SecretCache
 from agent.core.metrics import Metrics
 from agent.server.connections import ConnectionGuard
 from agent.server.reader import SecretReader
+from agent.server.roles import RoleRegistry
 
 if TYPE_CHECKING:  # for typing only: Jinja2 is loaded only when templates are configured
     from agent.delivery.templates import TemplateRenderer
@@ -45,6 +46,7 @@ class Components:
     templates: TemplateRenderer | None = None
     # Parameter Store reads (/systemsmanager/parameters/get); None in apps built without them.
     parameters: ParameterReader | None = None
+    roles: RoleRegistry | None = None  # roleArn reads; None: refused
     # Set once prefetch and the first template render are done (readiness, READY=1).
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -56,6 +58,7 @@ SECRET_ID_KEY = web.RequestKey("secret_id", str)
 CACHE_KEY = web.RequestKey("cache", str)
 PEER_KEY = web.RequestKey("peer", Peer)
 DECISION_KEY = web.RequestKey("decision", str)
+ROLE_KEY = web.RequestKey("role_arn", str)  # the roleArn a read named (audited and logged)
 # Set by the guard once it takes a request as an SDK call (POST / with X-Amz-Target).
 SDK_KEY = web.RequestKey("sdk", bool)
 # One dict per secret read (name, arn, version_id, version_stage; for batches also decision/status).

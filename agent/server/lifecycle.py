@@ -62,8 +62,12 @@ from agent.server.listeners import start_tcp, start_unix
 from agent.server.parameters import ParameterReader
 from agent.server.protocol import AgentRunner
 from agent.server.reader import SecretReader
+from agent.server.regions import RegionalCaches
+from agent.server.roles import OpenRole, RoleRegistry
 from agent.upstream.calls import SECRETS_MANAGER, UpstreamCalls
 from agent.upstream.events import EventListener
+from agent.upstream.regions import RegionalClients
+from agent.upstream.roles import RoleSessions
 from agent.upstream.secretsmanager import SecretsManagerSource
 from agent.upstream.session import MAX_POOL_CONNECTIONS, build_clients, caller_identity
 from agent.upstream.source import SecretSource
@@ -87,22 +91,9 @@ class Started:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def build_components(
-    settings: Settings,
-    source: SecretSource,
-    *,
-    metrics: Metrics,
-    audit: AuditLog,
-    parameter_source: ParameterReads | None = None,
-) -> Components:
-    """Wire cache, refresher, templates, identities, policies and rotation reporting around ``source``.
-
-    No background task starts here and nothing touches the network: a test can
-    build an app around a fake source with this alone.
-    """
-    rotations = RotationFeed()
-    rotations.subscribe(lambda rotation: _report_rotation(rotation, metrics, audit))
-    cache = SecretCache(
+def make_cache(settings: Settings, source: SecretSource, rotations: RotationFeed, metrics: Metrics) -> SecretCache:
+    """A :class:`SecretCache` over ``source`` with the ``[cache]`` settings (the agent's own, and each role's)."""
+    return SecretCache(
         source,
         ttl_seconds=settings.cache.ttl_seconds,
         max_entries=settings.cache.max_entries,
@@ -113,8 +104,39 @@ def build_components(
         rotations=rotations,
         observe=metrics.observe_lookup,
     )
+
+
+def build_components(
+    settings: Settings,
+    source: SecretSource,
+    *,
+    metrics: Metrics,
+    audit: AuditLog,
+    open_role: OpenRole | None = None,
+    home_region: str | None = None,
+    parameter_source: ParameterReads | None = None,
+) -> Components:
+    """Wire cache, refresher, templates, identities, policies and rotation reporting around ``source``.
+
+    ``open_role`` makes the source a ``roleArn`` read goes through (None: such
+    reads are refused). With ``home_region``, reads by a full ARN in another
+    region are cached apart, per region (:mod:`agent.server.regions`). No
+    background task starts here and nothing touches the network: a test can
+    build an app around a fake source with this alone.
+    """
+    rotations = RotationFeed()
+    rotations.subscribe(lambda rotation: _report_rotation(rotation, metrics, audit))
+    cache = make_cache(settings, source, rotations, metrics)
+    # Rotations seen through a role or another region are reported (metrics, audit, log) but drive no template.
+    other_rotations = RotationFeed()
+    other_rotations.subscribe(lambda rotation: _report_rotation(rotation, metrics, audit))
     policy = Policy(settings.clients, settings.secret_policies)
     parameters = _parameter_reader(settings, parameter_source, policy, metrics)
+
+    def by_region(home: SecretCache, over: SecretSource) -> RegionalCaches:
+        make = (lambda: make_cache(settings, over, other_rotations, metrics)) if home_region else None
+        return RegionalCaches(home, make, home_region=home_region)
+
     templates = None
     if settings.templates:
         from agent.delivery.templates import TemplateRenderer  # Jinja2 only when templates are configured
@@ -134,7 +156,7 @@ def build_components(
     return Components(
         cache=cache,
         refresher=refresher,
-        reader=SecretReader(cache, policy, metrics),
+        reader=SecretReader(cache, policy, metrics, caches=by_region(cache, source)),
         auth=Authenticator(settings.auth, settings.clients),
         rates=RateLimiter(settings.clients),
         metrics=metrics,
@@ -151,6 +173,13 @@ def build_components(
         metrics_public=settings.metrics.public,
         templates=templates,
         parameters=parameters,
+        roles=RoleRegistry(
+            max_roles=settings.aws.max_roles,
+            policy=policy,
+            make_cache=lambda over: by_region(make_cache(settings, over, other_rotations, metrics), over),
+            open_role=open_role,
+            deadline_seconds=settings.cache.read_deadline_seconds,
+        ),
     )
 
 
@@ -224,7 +253,12 @@ class Agent:
         self.calls = UpstreamCalls(max_workers=MAX_POOL_CONNECTIONS + int(events_on), observe=self._observe_upstream)
         self.pacer = AttemptPacer()
         self.pacer.install(self.clients.secretsmanager)
-        source = SecretsManagerSource(self.clients.secretsmanager, self.calls)
+        source = SecretsManagerSource(
+            self.clients.secretsmanager,
+            self.calls,
+            regions=RegionalClients(self.clients.secretsmanager, self._client_in),
+        )
+        roles = RoleSessions(self.clients, settings.aws, self.calls, on_client=self.pacer.install)
         parameter_source = None
         # Parameter Store has its own quotas: its throttling must not pace Secrets Manager calls.
         self.ssm_pacer = AttemptPacer()
@@ -232,7 +266,13 @@ class Agent:
             self.ssm_pacer.install(self.clients.ssm)
             parameter_source = ParameterSource(self.clients.ssm, self.calls)
         self.components = build_components(
-            settings, source, metrics=self.metrics, audit=self.audit, parameter_source=parameter_source
+            settings,
+            source,
+            metrics=self.metrics,
+            audit=self.audit,
+            open_role=roles.open,
+            home_region=self.clients.region,
+            parameter_source=parameter_source,
         )
         self.events: EventListener | None = None
         if settings.events.sqs_queue_url is not None and self.clients.sqs is not None:
@@ -263,6 +303,13 @@ class Agent:
         self.stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._bound_socket: str | None = None  # only ever unlink a socket this process created
+
+    def _client_in(self, region: str) -> Any:
+        """The agent's Secrets Manager client for another region (cross-region ARNs), paced as the others."""
+        assert self.clients.secretsmanager_in is not None
+        client = self.clients.secretsmanager_in(region)
+        self.pacer.install(client)
+        return client
 
     def _observe_upstream(self, service: str, operation: str, outcome: str, transient: bool) -> None:
         self.metrics.observe_upstream(operation, outcome)
@@ -312,7 +359,12 @@ class Agent:
     async def _cut_off_reads(self) -> None:
         grace = self.settings.server.shutdown_grace_seconds
         await asyncio.sleep(max(0.0, grace - min(READ_CUTOFF_MARGIN_SECONDS, grace / 2)))
-        await self.components.cache.stop()
+        await self._stop_caches()
+
+    async def _stop_caches(self) -> None:
+        await self.components.reader.caches.stop()  # the agent's own cache, and its other regions'
+        if self.components.roles is not None:
+            await self.components.roles.stop()
         if self.components.parameters is not None:
             await self.components.parameters.cache.stop()
 
@@ -349,9 +401,7 @@ class Agent:
             cutoff.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await cutoff
-        await self.components.cache.stop()  # abandons upstream calls still running
-        if self.components.parameters is not None:
-            await self.components.parameters.cache.stop()
+        await self._stop_caches()  # abandons upstream calls still running
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

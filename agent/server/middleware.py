@@ -70,6 +70,7 @@ from agent.server.context import (
     CLIENT_KEY,
     DECISION_KEY,
     PEER_KEY,
+    ROLE_KEY,
     SDK_KEY,
     SECRET_ID_KEY,
     SERVED_KEY,
@@ -139,6 +140,8 @@ def _audit_read(
         "listener": listener,
         "secret_id": request.get(SECRET_ID_KEY),
     }
+    if ROLE_KEY in request:
+        record["role_arn"] = request[ROLE_KEY]
     peer = request.get(PEER_KEY)
     if peer is not None:
         record.update(peer_uid=peer.uid, peer_pid=peer.pid)
@@ -211,6 +214,8 @@ def observe_middleware(metrics: Metrics, audit: AuditLog, connections: Connectio
         }
         if SECRET_ID_KEY in request:
             fields["secret_id"] = request[SECRET_ID_KEY]
+        if ROLE_KEY in request:
+            fields["role_arn"] = request[ROLE_KEY]
         if CACHE_KEY in request:
             fields["cache"] = request[CACHE_KEY]
         if error is not None:

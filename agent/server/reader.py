@@ -17,6 +17,7 @@ from agent.cache.store import Lookup, SecretCache
 from agent.core.errors import Forbidden
 from agent.core.metrics import Metrics
 from agent.core.types import Selector
+from agent.server.regions import RegionalCaches
 from agent.upstream.source import SecretMeta
 
 ACCESS_DENIED = "access to this secret is denied"
@@ -25,8 +26,12 @@ ACCESS_DENIED = "access to this secret is denied"
 class SecretReader:
     """Policy-checked reads through the cache, counted per client and decision."""
 
-    def __init__(self, cache: SecretCache, policy: Policy, metrics: Metrics) -> None:
+    def __init__(
+        self, cache: SecretCache, policy: Policy, metrics: Metrics, *, caches: RegionalCaches | None = None
+    ) -> None:
         self._cache = cache
+        # The agent's own caches: ``cache`` at home, and one per other region read by full ARN.
+        self.caches = caches or RegionalCaches(cache)
         self._policy = policy
         self._metrics = metrics
 
@@ -34,12 +39,16 @@ class SecretReader:
         self._metrics.observe_read(client, "deny")
         return Forbidden(ACCESS_DENIED)  # same body whether or not the secret exists
 
-    def check(self, client: str, secret_id: str) -> None:
+    def _cache_for(self, secret_id: str, caches: RegionalCaches | None) -> SecretCache:
+        return (self.caches if caches is None else caches).for_id(secret_id)
+
+    def check(self, client: str, secret_id: str, *, caches: RegionalCaches | None = None) -> None:
         """Raise Forbidden unless ``client`` may read ``secret_id``; decided without any upstream call."""
         if self._policy.unrestricted(client):
             return
-        arn = self._cache.resolve(secret_id)
-        ids = subject_ids(secret_id, arn=arn, name=self._cache.name_of(arn) if arn else None)
+        cache = self._cache_for(secret_id, caches)
+        arn = cache.resolve(secret_id)
+        ids = subject_ids(secret_id, arn=arn, name=cache.name_of(arn) if arn else None)
         if not self._policy.allows(client, ids):
             raise self._deny(client)
 
@@ -50,10 +59,18 @@ class SecretReader:
         if not self._policy.allows(client, canonical_ids(arn=arn, name=name)):
             raise self._deny(client)
 
-    async def read(self, client: str, secret_id: str, selector: Selector, *, refresh: bool = False) -> Lookup:
-        """Early policy check, the cache read, then the canonical check."""
-        self.check(client, secret_id)
-        lookup = await self._cache.get(secret_id, selector, refresh=refresh)
+    async def read(
+        self,
+        client: str,
+        secret_id: str,
+        selector: Selector,
+        *,
+        refresh: bool = False,
+        caches: RegionalCaches | None = None,
+    ) -> Lookup:
+        """Early policy check, the cache read (``caches``: a role's, else the agent's), then the canonical check."""
+        self.check(client, secret_id, caches=caches)
+        lookup = await self._cache_for(secret_id, caches).get(secret_id, selector, refresh=refresh)
         self.check_canonical(client, arn=lookup.value.arn, name=lookup.value.name)
         self._metrics.observe_read(client, "allow")
         return lookup
@@ -74,6 +91,6 @@ class SecretReader:
     async def describe(self, client: str, secret_id: str) -> SecretMeta:
         """A secret's metadata, under the same two decisions as a read."""
         self.check(client, secret_id)
-        meta = await self._cache.describe(secret_id)
+        meta = await self._cache_for(secret_id, None).describe(secret_id)
         self.check_canonical(client, arn=meta.arn, name=meta.name)
         return meta

@@ -4,6 +4,9 @@
 - ``GET /v1/<secretId>`` (the id may contain ``/``), same query parameters
 - ``GET /value/<secretId>[?field=KEY]``: the value itself as the body
 
+Each also takes ``roleArn``: the read is made as that IAM role, through its
+own cache (:mod:`agent.server.roles`).
+
 The first two answer with the GetSecretValue JSON shape, rendered once per
 cached version (:attr:`~agent.core.types.SecretValue.wire_json`).
 """
@@ -18,9 +21,9 @@ from agent.access.audit import served
 from agent.cache.store import Lookup
 from agent.core.errors import BadRequest, FieldNotFound
 from agent.core.types import Selector
-from agent.server.context import CACHE_KEY, CLIENT_KEY, COMPONENTS, DECISION_KEY, SECRET_ID_KEY, SERVED_KEY
+from agent.server.context import CACHE_KEY, CLIENT_KEY, COMPONENTS, DECISION_KEY, ROLE_KEY, SECRET_ID_KEY, SERVED_KEY
 
-READ_PARAMS = frozenset({"versionId", "versionStage", "refreshNow"})
+READ_PARAMS = frozenset({"versionId", "versionStage", "refreshNow", "roleArn"})
 
 
 def single_params(request: web.Request, allowed: frozenset[str]) -> dict[str, str]:
@@ -63,7 +66,15 @@ async def _read(request: web.Request, secret_id: str, params: dict[str, str]) ->
     request[SECRET_ID_KEY] = secret_id
     parts = request.app[COMPONENTS]
     selector = selector_of(params)
-    lookup = await parts.reader.read(request[CLIENT_KEY], secret_id, selector, refresh=refresh_flag(params))
+    refresh = refresh_flag(params)
+    caches = None
+    role_arn = params.get("roleArn")
+    if role_arn is not None:  # read as that role, through its own cache (see agent.server.roles)
+        request[ROLE_KEY] = role_arn
+        if parts.roles is None:
+            raise BadRequest("roleArn reads are not available in this agent")
+        caches = await parts.roles.caches_for(request[CLIENT_KEY], role_arn)
+    lookup = await parts.reader.read(request[CLIENT_KEY], secret_id, selector, refresh=refresh, caches=caches)
     request[DECISION_KEY] = "allow"
     request[CACHE_KEY] = lookup.outcome
     if parts.audit.enabled:

@@ -2,7 +2,8 @@
 
 Every call goes through :class:`~agent.upstream.calls.UpstreamCalls` (the bounded
 pool, metrics, translation into the agent's errors) against one shared,
-thread-safe boto3 client.
+thread-safe boto3 client per region: a read by a full ARN in another region
+goes to that region (:mod:`agent.upstream.regions`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from agent.core.errors import UpstreamError
 from agent.core.types import AWSCURRENT, SecretValue, Selector
 from agent.upstream.calls import UpstreamCalls, client_error, translate
+from agent.upstream.regions import RegionalClients, arn_region
 from agent.upstream.source import BATCH_LIMIT, LIST_PAGE_SIZE, BatchResult, SecretMeta
 
 
@@ -48,9 +50,18 @@ def meta_from_entry(entry: dict[str, Any]) -> SecretMeta:
 class SecretsManagerSource:
     """:class:`SecretSource` over a boto3 ``secretsmanager`` client."""
 
-    def __init__(self, client: Any, calls: UpstreamCalls) -> None:
+    def __init__(self, client: Any, calls: UpstreamCalls, *, regions: RegionalClients | None = None) -> None:
         self._client = client
         self._calls = calls
+        self._regions = regions or RegionalClients(client)
+
+    def _op(self, secret_id: str, operation: str) -> Callable[..., Any]:
+        """``operation`` of the client for ``secret_id``'s region, picked (and made if new) in the worker thread."""
+
+        def run(**kwargs: Any) -> Any:
+            return getattr(self._regions.for_id(secret_id), operation)(**kwargs)
+
+        return run
 
     async def get_secret_value(self, secret_id: str, selector: Selector) -> SecretValue:
         """GetSecretValue, always naming a stage when no version id is given."""
@@ -60,7 +71,9 @@ class SecretsManagerSource:
         stage = selector.upstream_stage
         if stage:
             kwargs["VersionStage"] = stage
-        reply = await self._calls.call("GetSecretValue", self._client.get_secret_value, secret_id=secret_id, **kwargs)
+        reply = await self._calls.call(
+            "GetSecretValue", self._op(secret_id, "get_secret_value"), secret_id=secret_id, **kwargs
+        )
         return value_from_response(reply)
 
     async def batch_get(self, secret_ids: Sequence[str]) -> BatchResult:
@@ -71,11 +84,18 @@ class SecretsManagerSource:
         read) can hand back a version that is no longer current.
         """
         result = BatchResult()
-        for start in range(0, len(secret_ids), BATCH_LIMIT):
-            chunk = list(secret_ids[start : start + BATCH_LIMIT])
+        home = self._regions.home_region
+        by_region: dict[str | None, list[str]] = {None: []}  # the home region's batches first
+        for secret_id in secret_ids:  # a batch is answered by one region: ARNs elsewhere go in their own
+            region = arn_region(secret_id)
+            by_region.setdefault(None if region == home else region, []).append(secret_id)
+        chunks = [
+            ids[start : start + BATCH_LIMIT] for ids in by_region.values() for start in range(0, len(ids), BATCH_LIMIT)
+        ]
+        for chunk in chunks:
             try:
                 reply = await self._calls.call(
-                    "BatchGetSecretValue", self._client.batch_get_secret_value, SecretIdList=chunk
+                    "BatchGetSecretValue", self._op(chunk[0], "batch_get_secret_value"), SecretIdList=chunk
                 )
             except UpstreamError as exc:
                 for secret_id in chunk:
@@ -110,7 +130,7 @@ class SecretsManagerSource:
     async def describe(self, secret_id: str) -> SecretMeta:
         """DescribeSecret."""
         reply = await self._calls.call(
-            "DescribeSecret", self._client.describe_secret, secret_id=secret_id, SecretId=secret_id
+            "DescribeSecret", self._op(secret_id, "describe_secret"), secret_id=secret_id, SecretId=secret_id
         )
         return meta_from_entry(reply)
 

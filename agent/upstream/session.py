@@ -12,6 +12,7 @@ here and shared by the bounded thread pool in which every call runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,10 @@ class AwsClients:
     region: str
     sqs: Any = None
     ssm: Any = None  # Parameter Store
+    # A Secrets Manager client for another region (same credentials, endpoint and config), for cross-region ARNs.
+    secretsmanager_in: Callable[[str], Any] | None = None
+    # botocore's parsed service models, shared by the sessions made for roleArn reads.
+    data_loader: Any = None
 
 
 def client_config(settings: AwsSettings) -> Config:
@@ -119,7 +124,19 @@ def build_clients(settings: AwsSettings, *, with_sqs: bool = False) -> AwsClient
         sqs = session.client("sqs", config=sqs_config, **endpoint) if with_sqs else None
     except NoRegionError as exc:
         raise CredentialsError("no AWS region: set aws.region, AWS_REGION or AWS_DEFAULT_REGION") from exc
-    return AwsClients(secretsmanager=secretsmanager, sts=sts, region=secretsmanager.meta.region_name, sqs=sqs, ssm=ssm)
+
+    def secretsmanager_in(region: str) -> Any:
+        return session.client("secretsmanager", region_name=region, config=config, **endpoint)
+
+    return AwsClients(
+        secretsmanager=secretsmanager,
+        sts=sts,
+        region=secretsmanager.meta.region_name,
+        sqs=sqs,
+        ssm=ssm,
+        secretsmanager_in=secretsmanager_in,
+        data_loader=core.get_component("data_loader"),
+    )
 
 
 async def caller_identity(clients: AwsClients, calls: UpstreamCalls) -> dict[str, str]:

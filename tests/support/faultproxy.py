@@ -45,6 +45,12 @@ def operation_of(headers: dict[str, str] | object, body: bytes) -> str:
     return action[0] if action else "unknown"
 
 
+def access_key_of(authorization: str) -> str:
+    """The access key id in a SigV4 ``Authorization`` header (``Credential=AKID/date/...``), or ``""``."""
+    _, found, rest = authorization.partition("Credential=")
+    return rest.split("/", 1)[0] if found else ""
+
+
 class FaultProxy:
     """Reverse proxy with injectable faults, run on the test's event loop."""
 
@@ -53,6 +59,7 @@ class FaultProxy:
         self.faults: list[Fault] = []
         self.calls: Counter[str] = Counter()
         self.times: list[tuple[float, str]] = []  # (monotonic time, operation) of every request
+        self.signers: list[tuple[str, str]] = []  # (operation, SigV4 access key id) of every request
         self.port = free_port()
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
@@ -101,6 +108,7 @@ class FaultProxy:
         operation = operation_of(request.headers, body)
         self.calls[operation] += 1
         self.times.append((time.monotonic(), operation))
+        self.signers.append((operation, access_key_of(request.headers.get("Authorization", ""))))
         fault = self._match(operation)
         if fault is not None:
             if fault.kind == "error":
