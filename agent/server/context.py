@@ -41,6 +41,7 @@ class Components:
     # Host values accepted on TCP besides loopback ones; None: any (bound to every address).
     allowed_hosts: frozenset[str] | None = frozenset()
     metrics_public: bool = False
+    path_prefix: str = "/v1/"  # server.path_prefix: where GET <prefix><id> answers
     templates: TemplateRenderer | None = None
     # Set once prefetch and the first template render are done (readiness, READY=1).
     started: asyncio.Event = field(default_factory=asyncio.Event)
