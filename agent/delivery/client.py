@@ -109,7 +109,7 @@ class AgentClient:
     def version(self, secret_id: str) -> str | None:
         """The AWSCURRENT version id the agent serves for ``secret_id`` (None on error or no agent)."""
         try:
-            reply = self.get(f"/v1/{quote(secret_id, safe='/:')}")
+            reply = self.get(f"{self._settings.server.path_prefix}{quote(secret_id, safe='/:')}")
         except AgentUnreachable:
             return None
         if reply.status != 200:

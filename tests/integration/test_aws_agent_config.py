@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import signal
 import tomllib
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from agent.config import load_settings
+from agent.delivery.client import AgentClient
 from agent.dev.emulator import MotoServer, free_port
 from tests.support.agent import TOKEN, AgentProcess, cli_environment, run_cli
 
@@ -51,6 +53,9 @@ async def test_aws_agent_file_runs_with_session_token_and_moved_prefix(
         assert (await fetch(f"{base}/v1/app/db", SESSION_TOKEN))[0] == 404
         assert (await fetch(f"{base}/secrets/app/db", TOKEN))[0] in (401, 403)
         assert (await fetch(f"{base}/secretsmanager/get?secretId=app/db", SESSION_TOKEN))[0] == 200
+        # The CLI's client (exec's rotation check) reads on the moved prefix too.
+        client = AgentClient(load_settings(str(config), environ=env))
+        assert await asyncio.to_thread(client.version, "app/db") == json.loads(body)["VersionId"]
     finally:
         proc.stop(signal.SIGTERM)
     warnings = [line for line in proc.lines if "config_warning" in line]
