@@ -20,7 +20,7 @@ from agent.access.audit import summarize
 from agent.access.policy import unused_patterns
 from agent.cli.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exit_code
 from agent.config import EnvRef, Settings, load_settings
-from agent.config.loader import CALLER_TOKEN_FILE
+from agent.config.loader import CALLER_TOKEN_FILE, native_equivalent
 from agent.core import log as agent_log
 from agent.core.errors import (
     AgentError,
@@ -194,19 +194,27 @@ def _check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     for warning in settings.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    # AWS's agent's file: the summary as TOML comments, then the equivalent native file (stdout is one TOML file).
+    native = native_equivalent(settings.source) if settings.source else None
+    note = "# " if native is not None else ""
     server = settings.server
-    print(f"configuration OK ({settings.source or 'defaults and environment'})")
+    print(f"{note}configuration OK ({settings.source or 'defaults and environment'})")
     listeners = f"{server.http_host}:{server.http_port}"
     if server.unix_socket:
         listeners += f" and {server.unix_socket}"
-    print(f"  listens on {listeners}")
+    print(f"{note}  listens on {listeners}")
     token = settings.auth.token
-    print(f"  shared token from {token.kind}:{token.location}" if token else "  no shared token (clients only)")
-    print(f"  {len(settings.clients)} clients, {len(settings.secret_policies)} secret policies")
+    shared = f"shared token from {token.kind}:{token.location}" if token else "no shared token (clients only)"
+    print(f"{note}  {shared}")
+    print(f"{note}  {len(settings.clients)} clients, {len(settings.secret_policies)} secret policies")
     for warning in unused_patterns(settings.clients, settings.secret_policies, _prefetch_ids(settings)):
         print(f"warning: {warning}", file=sys.stderr)
     prefetch = settings.prefetch
-    print(f"  prefetch: {len(prefetch.secrets)} ids, {len(prefetch.name_prefixes)} prefixes, {len(prefetch.tags)} tags")
+    counts = f"{len(prefetch.secrets)} ids, {len(prefetch.name_prefixes)} prefixes, {len(prefetch.tags)} tags"
+    print(f"{note}  prefetch: {counts}")
+    if native is not None:
+        print(f"# {settings.source} is AWS's agent's configuration; the same settings in this agent's format:\n")
+        print(native, end="")
     return EXIT_OK
 
 

@@ -69,14 +69,21 @@ def resolve_token(
 ) -> TokenRef | None:
     """Check a ``env:NAME`` / ``file:///path`` token source; None (and a problem) if unusable."""
     if spec.startswith("env:"):
-        name = spec[4:]
-        value = env.get(name, "").strip() if name else ""
-        if not name:
-            problems.append((key, f"'env:' needs a variable name; {_TOKEN_HOWTO}"))
+        # env:A,B,C: the first variable set and non-empty, in order (AWS's agent's ssrf_env_variables).
+        names = [part.strip() for part in spec[4:].split(",")]
+        if not all(names):
+            problems.append((key, f"'env:' needs variable names (env:NAME or env:A,B); {_TOKEN_HOWTO}"))
             return None
-        if not value:
-            problems.append((key, f"environment variable {name} is unset or empty; {_TOKEN_HOWTO}"))
+        name = next((n for n in names if env.get(n, "").strip()), None)
+        if name is None:
+            unset = names[0] if len(names) == 1 else "none of " + ", ".join(names)
+            problems.append((key, f"environment variable {unset} is unset or empty; {_TOKEN_HOWTO}"))
             return None
+        value = env[name].strip()
+        if value.startswith("file://"):
+            # As AWS's agent: a variable holding file:///path names the token file (re-read when it changes).
+            ref = resolve_token(value, env, problems, warnings, key=f"{key} ({name})")
+            return None if ref is None else TokenRef(spec=spec, kind="file", location=ref.location)
         return TokenRef(spec=spec, kind="env", location=name, value=value)
     if spec.startswith("file://"):
         path = spec[len("file://") :]

@@ -170,6 +170,22 @@ def positive(raw: Any) -> float:
     return float(value)
 
 
+# First path segments of the agent's fixed routes: a path prefix may not take one over.
+FIXED_ROUTE_ROOTS = ("secretsmanager", "value", "ping", "healthz", "readyz", "metrics")
+
+
+def path_prefix(raw: Any) -> str:
+    """A URL path prefix such as ``/v1/``: starts with ``/``, given a trailing ``/``; not a fixed route's."""
+    text = string(raw).strip()
+    if not text.startswith("/") or text.strip("/") == "":
+        raise Bad(f"expected a path such as '/v1/' (starting with '/', not '/' alone), got {raw!r}")
+    if any(c in text for c in "{}?#% ") or "//" in text:
+        raise Bad(f"expected a plain path (no braces, '?', '#', '%', spaces or '//'), got {raw!r}")
+    if text.strip("/").split("/")[0] in FIXED_ROUTE_ROOTS:
+        raise Bad(f"{raw!r} would take over a fixed route (/{text.strip('/').split('/')[0]}...)")
+    return text if text.endswith("/") else text + "/"
+
+
 def choice(*choices: str) -> Parser:
     """One of a closed set of words (case-insensitive)."""
 

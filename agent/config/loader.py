@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from agent.config import aws_agent
 from agent.config.access import DEFAULT_CLIENT, TokenRef, parse_clients, parse_secret_policies, resolve_token
 from agent.config.delivery import ExecSettings, parse_templates, systemd_from_env
 from agent.config.kinds import EnvText, Problems, check
@@ -68,9 +69,10 @@ def load_settings(
     raw: dict[str, dict[str, Any]] = {section: {} for section in SCHEMA}
 
     arrays: dict[str, Any] = {}
+    warnings: list[str] = []  # an AWS-agent file's first: one per key whose meaning differs
     path = config_path or env.get(ENV_CONFIG_PATH)
     if path:
-        _merge_file(path, raw, arrays, problems)
+        _merge_file(path, raw, arrays, problems, warnings)
     _merge_env(env, raw, problems)
     caller_file: str | None = None
     for dotted, value in (overrides or {}).items():
@@ -89,7 +91,6 @@ def load_settings(
             for key, spec in keys.items()
         }
 
-    warnings: list[str] = []
     server = ServerSettings(**values["server"])
     _check_server(server, problems)
     clients = parse_clients(arrays.get("clients"), env, problems, warnings)
@@ -160,18 +161,55 @@ def _caller_token(path: str | None, env: Mapping[str, str], problems: Problems, 
     return None
 
 
-def _merge_file(path: str, raw: dict[str, dict[str, Any]], arrays: dict[str, Any], problems: Problems) -> None:
+def native_equivalent(path: str) -> str | None:
+    """Native TOML for AWS's agent's config file at ``path`` (every key it sets); None for a native file.
+
+    Raises :class:`ConfigError` if the file cannot be read or translated.
+    """
+    problems: Problems = []
+    data = _read_toml(path, problems)
+    if data is None or not aws_agent.aws_agent_names(data):
+        if problems:
+            raise ConfigError(problems)
+        return None
+    raw = aws_agent.translate(data, problems, [])
+    if problems:
+        raise ConfigError(problems)
+    return aws_agent.to_toml(raw, SCHEMA)
+
+
+def _read_toml(path: str, problems: Problems) -> dict[str, Any] | None:
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         problems.append(("--config", f"file not found: {path}"))
-        return
     except OSError as exc:
         problems.append(("--config", f"cannot read {path}: {exc.strerror}"))
-        return
     except tomllib.TOMLDecodeError as exc:
         problems.append(("--config", f"{path} is not valid TOML: {exc}"))
+    return None
+
+
+def _merge_file(
+    path: str, raw: dict[str, dict[str, Any]], arrays: dict[str, Any], problems: Problems, warnings: list[str]
+) -> None:
+    data = _read_toml(path, problems)
+    if data is None:
+        return
+    if foreign := aws_agent.aws_agent_names(data):
+        native = [name for name in data if name in SCHEMA or name in ARRAY_SECTIONS]
+        if native:
+            problems.append(
+                (
+                    "--config",
+                    f"{path} mixes AWS's agent's keys ({', '.join(foreign)}) with this agent's sections "
+                    f"({', '.join(native)}); write one layout (secrets-agent check-config prints this agent's)",
+                )
+            )
+            return
+        for section, table in aws_agent.translate(data, problems, warnings).items():
+            raw[section].update(table)
         return
     for section, table in data.items():
         if section in ARRAY_SECTIONS:

@@ -52,8 +52,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # SIGTERM: in-flight requests get this long; systemd's TimeoutStopSec (20) and Kubernetes' 30 s are longer.
         "shutdown_grace_seconds": Key(kinds.positive, 10.0),
         "lock_memory": Key(kinds.boolean, False),  # mlockall at start (`run`): needs CAP_IPC_LOCK or LimitMEMLOCK
+        # Where GET <prefix><secret-id> answers (AWS's agent's path_prefix); the route keeps the name "v1".
+        "path_prefix": Key(kinds.path_prefix, "/v1/"),
     },
     "auth": {
+        # env:NAME, env:A,B,C (the first set and non-empty; a value file://PATH names a token file), file:///path
         "token": Key(kinds.string, "env:AWS_TOKEN"),
         "headers": Key(kinds.string_list, DEFAULT_TOKEN_HEADERS),
     },

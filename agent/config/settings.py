@@ -27,6 +27,7 @@ class ServerSettings:
     allow_non_loopback: bool
     shutdown_grace_seconds: float
     lock_memory: bool
+    path_prefix: str = "/v1/"
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,12 @@ class AgentClient:
         For an ``ssm:`` id, the parameter's version number.
         """
         parameter = secret_id.startswith(SSM_PREFIX)
-        path = self._parameter_path(secret_id[len(SSM_PREFIX) :]) if parameter else f"/v1/{quote(secret_id, safe='/:')}"
+        prefix = self._settings.server.path_prefix
+        path = (
+            self._parameter_path(secret_id[len(SSM_PREFIX) :])
+            if parameter
+            else f"{prefix}{quote(secret_id, safe='/:')}"
+        )
         try:
             reply = self.get(path)
         except AgentUnreachable:

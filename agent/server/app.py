@@ -4,7 +4,7 @@ Every route answers on both listeners (TCP and the Unix socket):
 
 ==============================  =========================================
 ``GET /secretsmanager/get``     GetSecretValue JSON (:mod:`.reads`)
-``GET /v1/<id>``                the same, id in the path
+``GET /v1/<id>``                the same, id in the path (``server.path_prefix``)
 ``GET /value/<id>``             the value itself
 ``GET /systemsmanager/...``     Parameter Store: GetParameter JSON (:mod:`.parameters`)
 ``GET /ping|/healthz|/readyz``  health (:mod:`.health`), no token
@@ -36,7 +36,7 @@ def create_app(parts: Components) -> web.Application:
     )
     app[COMPONENTS] = parts
     app.router.add_get("/secretsmanager/get", reads.get_query, name="get")
-    app.router.add_get("/v1/{secret_id:.+}", reads.get_path, name="v1")
+    app.router.add_get(parts.path_prefix + "{secret_id:.+}", reads.get_path, name="v1")  # "v1": the label kept
     app.router.add_get("/value/{secret_id:.+}", reads.get_value, name="value")
     app.router.add_get("/systemsmanager/parameters/get", parameters.get_parameter, name="parameter")
     app.router.add_get("/ping", health.ping, name="ping")

@@ -43,6 +43,7 @@ class Components:
     # Host values accepted on TCP besides loopback ones; None: any (bound to every address).
     allowed_hosts: frozenset[str] | None = frozenset()
     metrics_public: bool = False
+    path_prefix: str = "/v1/"  # server.path_prefix: where GET <prefix><id> answers
     templates: TemplateRenderer | None = None
     # Parameter Store reads (/systemsmanager/parameters/get); None in apps built without them.
     parameters: ParameterReader | None = None

@@ -168,6 +168,7 @@ def build_components(
             header_timeout=settings.server.header_timeout_seconds,
         ),
         body_timeout_seconds=settings.server.body_timeout_seconds,
+        path_prefix=settings.server.path_prefix,
         allowed_hosts=allowed_hosts(settings),
         audit=audit,
         metrics_public=settings.metrics.public,
