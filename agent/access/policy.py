@@ -56,6 +56,12 @@ def canonical_ids(*, arn: str, name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys((name, arn, partial_arn(arn))))
 
 
+def _role_matches(pattern: str, role_arn: str) -> bool:
+    """A role ARN glob, segment by segment: ``*`` never crosses ``/``, so ``role/app-*`` is not ``role/app-x/admin``."""
+    parts, wanted = pattern.split("/"), role_arn.split("/")
+    return len(parts) == len(wanted) and all(fnmatchcase(want, part) for want, part in zip(wanted, parts, strict=True))
+
+
 def _matches(patterns: Iterable[str], ids: Sequence[str]) -> bool:
     return any(fnmatchcase(identifier, pattern) for pattern in patterns for identifier in ids)
 
@@ -80,7 +86,7 @@ class Policy:
         if client == DEFAULT_CLIENT:
             return True
         settings = self._clients.get(client)
-        return settings is not None and _matches(settings.roles, (role_arn,))
+        return settings is not None and any(_role_matches(pattern, role_arn) for pattern in settings.roles)
 
     def allows(self, client: str, ids: Sequence[str]) -> bool:
         """True when ``client`` may read the secret known by ``ids``."""

@@ -187,6 +187,8 @@ class SecretCache:
             raise
         if self.caching:
             self.metadata.put(meta, self._clock(), asked_as=secret_id)
+            if meta.arn in self._keys_by_arn:
+                await self.confirm(meta)  # upstream vouched: cached entries get its stages and the time
         return meta
 
     async def list_page(
@@ -244,9 +246,9 @@ class SecretCache:
         flight: Flight = (secret_id, selector.cache_suffix)  # also the key of its failure records
         if entry is None and arn is not None and not refresh and selector.version_id and not selector.version_stage:
             # A version id names immutable content: any cached entry holding that version answers.
-            entry = await self._holding(arn, selector.version_id)
+            entry = await self._holding(arn, selector.version_id, now)
             if entry is not None and key is not None:
-                await self.put(entry.value, selector, recent=True)
+                await self.put(entry.value, selector, confirmed_at=entry.confirmed_at)
                 self._observe("hit")
                 return Lookup(entry.value, "hit", now - entry.confirmed_at)
         if entry is not None and key is not None:
@@ -295,10 +297,14 @@ class SecretCache:
         self._observe(outcome)
         return Lookup(value, outcome, 0.0)
 
-    async def _holding(self, arn: str, version_id: str) -> Entry | None:
-        """A cached entry of ``arn`` whose value is version ``version_id`` (and no recorded failure)."""
+    async def _holding(self, arn: str, version_id: str, now: float) -> Entry | None:
+        """A cached entry of ``arn`` holding version ``version_id``, with no recorded failure, within max_stale.
+
+        Its stages and confirmation time come along (a copy is no fresher than its source).
+        """
         for _key, entry in await self.entries(arn):
-            if entry.value.version_id == version_id and entry.error is None:
+            fresh_enough = now - entry.confirmed_at <= self._max_stale
+            if entry.value.version_id == version_id and entry.error is None and fresh_enough:
                 return entry
         return None
 
@@ -413,7 +419,13 @@ class SecretCache:
         return await self._load(entry.value.arn, selector, "miss", entry.value.version_id)
 
     async def put(
-        self, value: SecretValue, selector: Selector, *, asked_as: str | None = None, recent: bool = True
+        self,
+        value: SecretValue,
+        selector: Selector,
+        *,
+        asked_as: str | None = None,
+        recent: bool = True,
+        confirmed_at: float | None = None,
     ) -> None:
         """Store ``value`` under its ARN and ``selector``; register its aliases; evict LRU.
 
@@ -428,7 +440,8 @@ class SecretCache:
             if alias:
                 self._aliases[alias] = arn
         key = _key(arn, selector)
-        await self._store.set(key, Entry(value=value, confirmed_at=self._clock()))
+        confirmed = self._clock() if confirmed_at is None else confirmed_at
+        await self._store.set(key, Entry(value=value, confirmed_at=confirmed))
         self._lru[key] = None
         self._lru.move_to_end(key, last=recent)
         self._keys_by_arn.setdefault(arn, set()).add(key)

@@ -40,6 +40,10 @@ def parameter_ids(name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
 
+# Parameter Store's window onto Secrets Manager (and AWS's public parameters).
+REFERENCE_PREFIX = "aws/reference/"
+
+
 class ParameterReader:
     """Policy-checked parameter reads through the parameter cache, counted per client and decision."""
 
@@ -57,7 +61,14 @@ class ParameterReader:
             raise Forbidden(ACCESS_DENIED)  # same body whether or not the parameter exists
 
     async def read(self, client: str, name: str, *, decrypt: bool) -> ParamLookup:
-        """Early policy check on the name as asked, the cache read, then the check on the canonical name/ARN."""
+        """Early policy check on the name as asked, the cache read, then the check on the canonical name/ARN.
+
+        ``/aws/reference/...`` names are refused: Parameter Store answers them with
+        Secrets Manager secrets (or public parameters), which the secret policies,
+        written on secret names, would never see here. Read secrets on their own routes.
+        """
+        if name.lstrip("/").lower().startswith(REFERENCE_PREFIX):
+            raise BadRequest("/aws/reference/ names are not served here; read secrets on /secretsmanager/get")
         base, _selector = split_selector(name)
         self._check(client, parameter_ids(base))
         lookup = await self.cache.get(name, decrypt=decrypt)

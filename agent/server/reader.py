@@ -46,8 +46,13 @@ class SecretReader:
         """Raise Forbidden unless ``client`` may read ``secret_id``; decided without any upstream call."""
         if self._policy.unrestricted(client):
             return
-        cache = self._cache_for(secret_id, caches)
-        arn = cache.resolve(secret_id)
+        # Decided before a cache is chosen: a denied read never makes the agent keep a region's cache.
+        cache = (self.caches if caches is None else caches).peek_for_id(secret_id)
+        arn = cache.resolve(secret_id) if cache is not None else None
+        if cache is None or arn is None:
+            if not self._policy.allows(client, subject_ids(secret_id)):
+                raise self._deny(client)
+            return
         ids = subject_ids(secret_id, arn=arn, name=cache.name_of(arn) if arn else None)
         if not self._policy.allows(client, ids):
             raise self._deny(client)

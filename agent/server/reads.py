@@ -22,6 +22,7 @@ from agent.cache.store import Lookup
 from agent.core.errors import BadRequest, FieldNotFound
 from agent.core.types import Selector
 from agent.server.context import CACHE_KEY, CLIENT_KEY, COMPONENTS, DECISION_KEY, ROLE_KEY, SECRET_ID_KEY, SERVED_KEY
+from agent.upstream.roles import valid_role_arn
 
 READ_PARAMS = frozenset({"versionId", "versionStage", "refreshNow", "roleArn"})
 
@@ -70,7 +71,8 @@ async def _read(request: web.Request, secret_id: str, params: dict[str, str]) ->
     caches = None
     role_arn = params.get("roleArn")
     if role_arn is not None:  # read as that role, through its own cache (see agent.server.roles)
-        request[ROLE_KEY] = role_arn
+        if valid_role_arn(role_arn):  # audited and logged only when well-formed, never arbitrary caller text
+            request[ROLE_KEY] = role_arn
         if parts.roles is None:
             raise BadRequest("roleArn reads are not available in this agent")
         caches = await parts.roles.caches_for(request[CLIENT_KEY], role_arn)

@@ -42,6 +42,13 @@ class RegionalCaches:
         """Other regions with a cache of their own."""
         return list(self._others)
 
+    def peek_for_id(self, secret_id: str) -> SecretCache | None:
+        """The cache that would answer ``secret_id`` if it exists already; never makes one."""
+        region = arn_region(secret_id)
+        if region is None or region == self._home_region or self._make is None:
+            return self.home
+        return self._others.get(region)
+
     def for_id(self, secret_id: str) -> SecretCache:
         """The cache that answers for ``secret_id`` (a name or an ARN at home: the home cache)."""
         region = arn_region(secret_id)

@@ -9,10 +9,13 @@ well-formed Secrets Manager ARN (a name, a partial name) stays in the home regio
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable
 from typing import Any
+
+import botocore.session
 
 from agent.core.errors import UpstreamRejected
 
@@ -24,9 +27,27 @@ CLIENT_CREATION = threading.Lock()
 
 
 def arn_region(secret_id: str) -> str | None:
-    """The region of a full or partial Secrets Manager ARN; None for a name or anything malformed."""
+    """The region of a full or partial Secrets Manager ARN, if botocore knows it.
+
+    None for a name, anything malformed, or an invented region: a caller cannot
+    make the agent keep a client and a cache for a region that does not exist.
+    """
     match = _ARN_REGION.match(secret_id)
-    return match.group(1) if match else None
+    if match is None:
+        return None
+    region = match.group(1)
+    return region if region in known_regions() else None
+
+
+@functools.cache
+def known_regions() -> frozenset[str]:
+    """Every Secrets Manager region botocore's bundled endpoint data names, in every partition."""
+    session = botocore.session.get_session()
+    return frozenset(
+        region
+        for partition in session.get_available_partitions()
+        for region in session.get_available_regions("secretsmanager", partition_name=partition)
+    )
 
 
 class RegionalClients:

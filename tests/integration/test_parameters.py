@@ -347,3 +347,16 @@ allow = ["/public/*"]
     assert denied.value.response["Error"]["Code"] == "AccessDeniedException"
     assert denied_many.value.response["Error"]["Code"] == "AccessDeniedException"
     assert sm_signed.status == 400 and "not ssm" in sm_signed.text
+
+
+async def test_reference_names_cannot_reach_secrets_past_their_policies(
+    sm: Any, proxy: FaultProxy, run_agent: AgentFactory
+) -> None:
+    """/aws/reference/secretsmanager/... is refused (400, no upstream call): secrets are read on their own routes."""
+    sm.create_secret(Name="ref/db", SecretString="behind-a-secret-policy")
+    async with run_agent(proxy.url) as agent:
+        for name in ("/aws/reference/secretsmanager/ref/db", "/AWS/Reference/secretsmanager/ref/db"):
+            reply = await agent.get(f"{GET}?name={name}&withDecryption=true")
+            assert reply.status == 400, reply.text
+            assert "behind-a-secret-policy" not in reply.text
+    assert proxy.calls["GetParameter"] == 0 and proxy.calls["GetSecretValue"] == 0

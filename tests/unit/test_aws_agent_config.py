@@ -244,3 +244,10 @@ def test_max_roles_maps_to_the_same_bound(tmp_path: Path) -> None:
     settings = load(tmp_path, text, {"AWS_TOKEN": "aws"})
     assert settings.aws.max_roles == 5
     assert not [w for w in settings.warnings if "max_roles" in w]
+
+
+def test_path_prefix_cannot_take_over_parameter_store(tmp_path: Path) -> None:
+    """server.path_prefix = /systemsmanager/ is refused: it would hide the Parameter Store route."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={**ENV, "SECRETS_AGENT_SERVER_PATH_PREFIX": "/systemsmanager/"})
+    assert "server.path_prefix" in str(caught.value)

@@ -9,7 +9,7 @@ import pytest
 from agent.cache.failures import FailureBook, detached
 from agent.cache.store import SecretCache
 from agent.core.errors import SecretNotFound, UpstreamClosed, UpstreamTimeout, UpstreamUnavailable
-from agent.core.types import CURRENT
+from agent.core.types import CURRENT, Selector
 from tests.support.fakes import FakeSource
 
 
@@ -201,3 +201,21 @@ async def test_describe_has_the_read_deadline() -> None:
         await cache.describe("s")
     source.gate.set()
     await cache.stop()
+
+
+async def test_version_id_copy_is_no_fresher_than_its_source() -> None:
+    """A read by VersionId served from the stage entry keeps its confirmation time; past max_stale it asks upstream."""
+    source = FakeSource()
+    secret = source.add("s", "v1")
+    clock = Clock()
+    cache = cache_for(source, clock, max_stale_seconds=100)
+    await cache.get("s", CURRENT)
+    clock.now += 50
+    copy = await cache.get("s", Selector(version_id=secret.version_id))
+    assert (copy.outcome, copy.age) == ("hit", 50)
+    assert source.calls["s"] == 1
+    later = cache_for(source, clock, max_stale_seconds=100)
+    await later.get("s", CURRENT)
+    clock.now += 101  # the stage entry is past max_stale: it no longer vouches for the version
+    assert (await later.get("s", Selector(version_id=secret.version_id))).outcome == "miss"
+    assert source.calls["s"] == 3

@@ -55,3 +55,11 @@ def test_default_client_unrestricted_unless_resource_denied() -> None:
     assert not denying.unrestricted("default")
     assert not denying.allows("default", subject_ids("prod/db"))
     assert denying.allows("default", subject_ids("prod/other"))
+
+
+def test_role_patterns_do_not_cross_path_segments() -> None:
+    """A roles glob matches within one path segment: role/app-* allows role/app-web, not role/app-x/admin."""
+    policy = Policy((ClientSettings(name="c", roles=("arn:aws:iam::123456789012:role/app-*",)),), ())
+    assert policy.allows_role("c", "arn:aws:iam::123456789012:role/app-web")
+    assert not policy.allows_role("c", "arn:aws:iam::123456789012:role/app-x/admin")
+    assert policy.allows_role("default", "arn:aws:iam::123456789012:role/anything")

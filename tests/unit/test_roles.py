@@ -172,3 +172,11 @@ def test_other_regions_have_their_own_caches() -> None:
     with pytest.raises(BadRequest):
         caches.for_id("arn:aws:secretsmanager:ap-south-1:123456789012:secret:app/db")
     assert caches.regions == ["eu-west-1"] and len(made) == 1
+
+
+def test_invented_regions_are_not_regions() -> None:
+    """An ARN naming a region botocore does not know is not cross-region: no client or cache is made for it."""
+    from agent.upstream.regions import arn_region
+
+    assert arn_region("arn:aws:secretsmanager:eu-west-1:123456789012:secret:app/db-AbCdEf") == "eu-west-1"
+    assert arn_region("arn:aws:secretsmanager:zz-fake-1:123456789012:secret:app/db-AbCdEf") is None
