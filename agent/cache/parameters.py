@@ -33,11 +33,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from agent.cache.failures import FailureBook
 from agent.cache.store import MIN_FAILURE_RECORDS, LookupObserver, Outcome
-from agent.core.errors import UpstreamClosed, UpstreamError, UpstreamTimeout
+from agent.cache.waits import UpstreamWaits
+from agent.core.errors import UpstreamError
 from agent.core.log import get_logger
 from agent.core.metrics import Metrics
 from agent.upstream.ssm import ParameterReads, ParameterValue, split_selector
@@ -95,7 +95,7 @@ class ParameterCache:
         self._ttl = ttl_seconds
         self._max = max_entries
         self._max_stale = max_stale_seconds
-        self._deadline = read_deadline_seconds
+        self._waits = UpstreamWaits(read_deadline_seconds, service="Systems Manager")
         self._clock = clock
         self._observe = observe or (lambda _outcome: None)
         self._entries: OrderedDict[ParamKey, ParamEntry] = OrderedDict()
@@ -105,7 +105,6 @@ class ParameterCache:
             negative_ttl_seconds=negative_ttl_seconds,
             clock=clock,
         )
-        self._stopping: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -149,7 +148,7 @@ class ParameterCache:
             return self._stale_or_raise(entry, blocked, now)
         how: Outcome = "refresh" if refresh else ("revalidated" if entry is not None else "miss")
         try:
-            value = await self._bounded(self._flight(key, name, decrypt, refresh))
+            value = await self._waits.bounded(self._flight(key, name, decrypt, refresh))
         except UpstreamError as exc:
             self.failures.note(key, exc)
             if not exc.transient:
@@ -173,8 +172,7 @@ class ParameterCache:
         flight: tuple[str, ...] = (*key, "refresh") if refresh else key
         task = self._inflight.get(flight)
         if task is None:
-            if self._stopping_now():
-                raise UpstreamClosed("the agent is shutting down")
+            self._waits.refuse_when_stopping()
 
             async def call() -> ParameterValue:
                 value = await self.source.get_parameter(name, decrypt=decrypt)
@@ -185,6 +183,7 @@ class ParameterCache:
             task = asyncio.ensure_future(call())
             self._inflight[flight] = task
             task.add_done_callback(lambda done: self._finish(flight, done))
+            self._waits.own(task)
         return task
 
     def _finish(self, flight: tuple[str, ...], task: asyncio.Task[ParameterValue]) -> None:
@@ -192,32 +191,9 @@ class ParameterCache:
         if not task.cancelled():
             task.exception()  # mark retrieved even if every waiter went away
 
-    async def _bounded(self, task: asyncio.Task[ParameterValue]) -> ParameterValue:
-        waiters: set[asyncio.Future[Any]] = {task, self._stop_signal()}
-        await asyncio.wait(waiters, timeout=self._deadline, return_when=asyncio.FIRST_COMPLETED)
-        if task.done() and not task.cancelled():
-            return task.result()
-        if self._stop_signal().done() or task.cancelled():
-            raise UpstreamClosed("the agent is shutting down")
-        raise UpstreamTimeout(f"Systems Manager did not answer within the read deadline ({self._deadline:g} s)")
-
-    def _stop_signal(self) -> asyncio.Future[None]:
-        if self._stopping is None:
-            self._stopping = asyncio.get_running_loop().create_future()
-        return self._stopping
-
-    def _stopping_now(self) -> bool:
-        return self._stopping is not None and self._stopping.done()
-
     async def stop(self) -> None:
         """Shutdown: readers stop waiting on upstream at once; upstream calls still running are cancelled."""
-        signal = self._stop_signal()
-        if not signal.done():
-            signal.set_result(None)
-        tasks = list(self._inflight.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._waits.stop()
 
     def put(self, key: ParamKey, value: ParameterValue, *, recent: bool = True) -> None:
         """Store ``value`` under ``key`` (and under the other decryption flag when that cannot differ)."""

@@ -44,14 +44,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from aiocache import SimpleMemoryCache
 
 from agent.cache.failures import FailureBook, detached
 from agent.cache.metadata import MetadataStore
 from agent.cache.rotations import Rotation, RotationFeed
-from agent.core.errors import UpstreamClosed, UpstreamError, UpstreamTimeout
+from agent.cache.waits import UpstreamWaits
+from agent.core.errors import UpstreamError
 from agent.core.types import AWSCURRENT, AWSPREVIOUS, SecretValue, Selector, partial_arn
 from agent.upstream.source import SecretMeta, SecretSource
 
@@ -63,7 +64,6 @@ LookupObserver = Callable[[str], None]
 MIN_FAILURE_RECORDS = 1000
 # (id as asked, version suffix), plus a marker for refreshNow's own calls.
 Flight = tuple[str, ...]
-T = TypeVar("T")
 
 
 @dataclass
@@ -114,7 +114,7 @@ class SecretCache:
         self._ttl = ttl_seconds
         self._max = max_entries
         self._max_stale = max_stale_seconds
-        self._deadline = read_deadline_seconds
+        self._waits = UpstreamWaits(read_deadline_seconds)
         self._swr = stale_while_revalidate_seconds  # None: the whole max_stale window
         self._clock = clock
         self._observe = observe or (lambda _outcome: None)
@@ -127,13 +127,11 @@ class SecretCache:
         self.metadata = MetadataStore(max_entries)  # DescribeSecret/ListSecrets views, for the SDK route
         self._inflight: dict[Flight, asyncio.Task[tuple[SecretValue, Outcome]]] = {}
         self._describing: dict[str, asyncio.Task[SecretMeta]] = {}
-        self._listing: set[asyncio.Task[tuple[list[SecretMeta], str | None]]] = set()
         self.failures = FailureBook(
             max_records=max(MIN_FAILURE_RECORDS, max_entries),
             negative_ttl_seconds=negative_ttl_seconds,
             clock=clock,
         )
-        self._stopping: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -176,11 +174,12 @@ class SecretCache:
         task = self._describing.get(asked)
         try:
             if task is None:
-                self._refuse_when_stopping()
+                self._waits.refuse_when_stopping()
                 task = asyncio.ensure_future(self._source.describe(asked))
                 self._describing[asked] = task
                 task.add_done_callback(lambda done: self._finish_describe(asked, done))
-            meta = await self._bounded(task)
+                self._waits.own(task)
+            meta = await self._waits.bounded(task)
         except UpstreamError as exc:
             if exc.transient and held is not None and now - held[1] <= self._max_stale:
                 return held[0]  # stale-if-error, as for values
@@ -195,11 +194,9 @@ class SecretCache:
         self, filters: Sequence[Mapping[str, Any]], max_results: int, next_token: str | None
     ) -> tuple[list[SecretMeta], str | None]:
         """One ListSecrets page upstream (no cache: it answers "which secrets", not "what value"), bounded."""
-        self._refuse_when_stopping()
-        task = asyncio.ensure_future(self._source.list_page(filters, max_results, next_token))
-        self._listing.add(task)
-        task.add_done_callback(self._listing.discard)
-        return await self._bounded(task)
+        self._waits.refuse_when_stopping()
+        task = self._waits.own(asyncio.ensure_future(self._source.list_page(filters, max_results, next_token)))
+        return await self._waits.bounded(task)
 
     def _finish_describe(self, asked: str, task: asyncio.Task[SecretMeta]) -> None:
         self._describing.pop(asked, None)
@@ -262,7 +259,7 @@ class SecretCache:
                 self._observe("hit")
                 return Lookup(entry.value, "hit", age)
             within = age <= self._max_stale and (self._swr is None or age <= self._ttl + self._swr)
-            if not refresh and within and self.failures.blocked(flight) is None and not self._stopping_now():
+            if not refresh and within and self.failures.blocked(flight) is None and not self._waits.stopping:
                 self._revalidate_in_background(flight, secret_id, selector, entry)
                 self._lru.move_to_end(key)
                 self._observe("revalidating")
@@ -286,7 +283,7 @@ class SecretCache:
         # refreshNow never joins a call started before it: it asks upstream itself.
         run_as: Flight = (*flight, "refresh") if refresh else flight
         try:
-            value, outcome = await self._bounded(self._flight(run_as, work, flight))
+            value, outcome = await self._waits.bounded(self._flight(run_as, work, flight))
         except UpstreamError as exc:
             self.failures.note(flight, exc)
             if not exc.transient:
@@ -325,7 +322,7 @@ class SecretCache:
         """
         task = self._inflight.get(flight)
         if task is None:
-            self._refuse_when_stopping()
+            self._waits.refuse_when_stopping()
 
             async def call() -> tuple[SecretValue, Outcome]:
                 result = await work()
@@ -335,21 +332,8 @@ class SecretCache:
             task = asyncio.ensure_future(call())
             self._inflight[flight] = task
             task.add_done_callback(lambda done: self._finish(flight, done))
+            self._waits.own(task)
         return task
-
-    async def _bounded(self, task: asyncio.Future[T]) -> T:
-        """Wait for ``task``, at most the read deadline, and not past :meth:`stop`.
-
-        ``asyncio.wait`` never cancels what it waits for: a reader giving up (or
-        cancelled) leaves the call running for the others and for the cache.
-        """
-        waiters: set[asyncio.Future[Any]] = {task, self._stop_signal()}
-        await asyncio.wait(waiters, timeout=self._deadline, return_when=asyncio.FIRST_COMPLETED)
-        if task.done() and not task.cancelled():
-            return task.result()
-        if self._stop_signal().done() or task.cancelled():  # only stop() cancels a flight
-            raise UpstreamClosed("the agent is shutting down")
-        raise UpstreamTimeout(f"Secrets Manager did not answer within the read deadline ({self._deadline:g} s)")
 
     def _revalidate_in_background(self, flight: Flight, secret_id: str, selector: Selector, entry: Entry) -> None:
         if flight not in self._inflight:
@@ -367,30 +351,12 @@ class SecretCache:
                 await self.fail(entry.value.arn, exc)  # surfaced by the next read, never hidden
             raise
 
-    def _stop_signal(self) -> asyncio.Future[None]:
-        if self._stopping is None:
-            self._stopping = asyncio.get_running_loop().create_future()
-        return self._stopping
-
-    def _stopping_now(self) -> bool:
-        return self._stopping is not None and self._stopping.done()
-
-    def _refuse_when_stopping(self) -> None:
-        if self._stopping_now():
-            raise UpstreamClosed("the agent is shutting down")
-
     async def stop(self) -> None:
         """Shutdown: readers stop waiting on upstream at once; upstream calls still running are cancelled.
 
         No upstream call starts after this (reads get the cached value, or 503).
         """
-        signal = self._stop_signal()
-        if not signal.done():
-            signal.set_result(None)
-        tasks: list[asyncio.Future[Any]] = [*self._inflight.values(), *self._describing.values(), *self._listing]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._waits.stop()
 
     def _finish(self, flight: Flight, task: asyncio.Task[tuple[SecretValue, Outcome]]) -> None:
         self._inflight.pop(flight, None)
