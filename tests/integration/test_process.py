@@ -66,6 +66,10 @@ async def test_no_secret_or_token_in_logs_at_debug(
     sm.create_secret(Name="canary/json", SecretString=json.dumps({"password": canary, "user": "u"}))
     sm.create_secret(Name="canary/plain", SecretString=canary)
     sm.create_secret(Name="canary/bin", SecretBinary=canary.encode())
+    import boto3
+
+    ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=moto.url)
+    ssm.put_parameter(Name="/canary/secure", Value=canary, Type="SecureString")
     port = free_port()
     sock = short_tmp / "a.sock"
     rendered = short_tmp / "rendered.conf"
@@ -94,11 +98,28 @@ async def test_no_secret_or_token_in_logs_at_debug(
         "/value/canary/json?field=missing",
         "/value/canary/plain?field=x",
         "/value/canary/bin",
-        "/metrics",
+        "/v1/canary/missing",
+        "/v1/canary/missing",  # the second answered from the negative cache
+        "/v1/canary/plain?roleArn=arn:aws:iam::123456789012:role/canary-reader",
+        "/v1/canary/plain?roleArn=not-an-arn-" + canary,
+        "/systemsmanager/parameters/get?name=/canary/secure&withDecryption=true",
+        "/systemsmanager/parameters/get?name=/canary/secure",
+        "/systemsmanager/parameters/get?name=/aws/reference/secretsmanager/canary/plain&withDecryption=true",
     ]
     for path in paths:
         status, _body = await fetch(base + path)
-        assert status in (200, 400, 404)
+        assert status in (200, 400, 404), (path, status)
+    status, metrics_body = await fetch(base + "/metrics")
+    assert status == 200 and canary.encode() not in metrics_body and TOKEN.encode() not in metrics_body
+    # A parser error (a folded token header) and a refused Host, each carrying the token.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    folded = f"X-Aws-Parameters-Secrets-Token: x\r\n {TOKEN}\r\n"
+    writer.write(f"GET /v1/canary/plain HTTP/1.1\r\nHost: localhost\r\n{folded}\r\n".encode())
+    await writer.drain()
+    assert TOKEN.encode() not in await asyncio.wait_for(reader.read(-1), 10)
+    writer.close()
+    status, _ = await fetch(base + "/v1/canary/plain", Host="evil.example")
+    assert status == 400
     for headers in ({"X-Aws-Parameters-Secrets-Token": wrong}, {"Authorization": f"Bearer {wrong}"}):
         status, _ = await fetch(base + "/v1/canary/plain", token=None, **headers)
         assert status == 403
@@ -108,8 +129,8 @@ async def test_no_secret_or_token_in_logs_at_debug(
         session.get("http://localhost/value/canary/plain", headers={"X-Aws-Parameters-Secrets-Token": TOKEN}) as reply,
     ):
         assert await reply.read() == canary.encode()
-    # The SDK route too, with a good and a bad signature.
-    import boto3
+    # The SDK route too (GetSecretValue, by VersionId, DescribeSecret, a filtered batch, GetParameter),
+    # with a good and a bad signature.
     import botocore.exceptions
 
     for secret_key in (TOKEN, wrong):
@@ -119,12 +140,21 @@ async def test_no_secret_or_token_in_logs_at_debug(
         )  # fmt: skip
         try:
             await asyncio.to_thread(client.get_secret_value, SecretId="canary/json")
+            version = (await asyncio.to_thread(client.describe_secret, SecretId="canary/json"))["VersionIdsToStages"]
+            await asyncio.to_thread(client.get_secret_value, SecretId="canary/json", VersionId=next(iter(version)))
+            await asyncio.to_thread(client.batch_get_secret_value, Filters=[{"Key": "name", "Values": ["canary/"]}])
+            parameters = boto3.client(
+                "ssm", region_name="us-east-1", endpoint_url=base,
+                aws_access_key_id="default", aws_secret_access_key=secret_key,
+            )  # fmt: skip
+            await asyncio.to_thread(parameters.get_parameter, Name="/canary/secure", WithDecryption=True)
         except botocore.exceptions.ClientError as exc:
             assert exc.response["Error"]["Code"] == "InvalidSignatureException"
     assert rendered.read_text() == f"pw={canary}"  # the template did use the value...
     assert await asyncio.to_thread(proc.stop) == 0
     output = proc.output
     assert '"request"' in output and '"route": "value"' in output and '"route": "sdk"' in output
+    assert '"route": "parameter"' in output and '"role_arn"' in output and '"malformed_request"' in output
     for needle in (canary, TOKEN, wrong):
         assert needle not in output  # ...but neither the log nor the audit trail holds it
         assert needle not in audit.read_text()
