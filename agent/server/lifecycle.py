@@ -91,18 +91,26 @@ class Started:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def cache_bounds(settings: Settings, metrics: Metrics) -> dict[str, Any]:
+    """The ``[cache]`` settings both caches (secrets and parameters) are built with."""
+    cache = settings.cache
+    return {
+        "ttl_seconds": cache.ttl_seconds,
+        "max_entries": cache.max_entries,
+        "max_stale_seconds": cache.max_stale_seconds,
+        "read_deadline_seconds": cache.read_deadline_seconds,
+        "negative_ttl_seconds": cache.negative_ttl_seconds,
+        "observe": metrics.observe_lookup,
+    }
+
+
 def make_cache(settings: Settings, source: SecretSource, rotations: RotationFeed, metrics: Metrics) -> SecretCache:
     """A :class:`SecretCache` over ``source`` with the ``[cache]`` settings (the agent's own, and each role's)."""
     return SecretCache(
         source,
-        ttl_seconds=settings.cache.ttl_seconds,
-        max_entries=settings.cache.max_entries,
-        max_stale_seconds=settings.cache.max_stale_seconds,
-        read_deadline_seconds=settings.cache.read_deadline_seconds,
-        negative_ttl_seconds=settings.cache.negative_ttl_seconds,
+        **cache_bounds(settings, metrics),
         stale_while_revalidate_seconds=settings.cache.stale_while_revalidate_seconds,
         rotations=rotations,
-        observe=metrics.observe_lookup,
     )
 
 
@@ -190,15 +198,7 @@ def _parameter_reader(
     """Parameter Store reads: the cache (secret cache bounds), its refresher and the policy-checked reader."""
     if source is None:
         return None
-    cache = ParameterCache(
-        source,
-        ttl_seconds=settings.cache.ttl_seconds,
-        max_entries=settings.cache.max_entries,
-        max_stale_seconds=settings.cache.max_stale_seconds,
-        read_deadline_seconds=settings.cache.read_deadline_seconds,
-        negative_ttl_seconds=settings.cache.negative_ttl_seconds,
-        observe=metrics.observe_lookup,
-    )
+    cache = ParameterCache(source, **cache_bounds(settings, metrics))
     refresher = ParameterRefresher(
         cache,
         names=settings.prefetch.parameters,

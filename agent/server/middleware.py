@@ -31,6 +31,7 @@ instead (in the same form as any other error for that request).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import json
@@ -256,6 +257,13 @@ def is_loopback_name(name: str) -> bool:
     return mapped is not None and mapped.is_loopback
 
 
+@functools.lru_cache(maxsize=256)  # a handful of Host values repeat on every request
+def host_allowed(header: str, allowed: frozenset[str]) -> bool:
+    """True when a ``Host`` header names a loopback host or one of ``allowed`` (lower-case names)."""
+    name = host_name(header)
+    return name is not None and (name.lower() in allowed or is_loopback_name(name.lower()))
+
+
 def guard_middleware(parts: Components) -> Any:
     """The SSRF guard in AWS's order (see module docstring): connections, proxies, identity, rate, method."""
     auth, rates, metrics, connections = parts.auth, parts.rates, parts.metrics, parts.connections
@@ -285,8 +293,7 @@ def guard_middleware(parts: Components) -> Any:
         header = request.headers.get("Host")
         if header is None or allowed_hosts is None or _listener(request) == "unix":
             return
-        name = host_name(header)
-        if name is None or (name.lower() not in allowed_hosts and not is_loopback_name(name.lower())):
+        if not host_allowed(header, allowed_hosts):
             raise BadRequest("the Host header must name a loopback address (or one in server.allowed_hosts)")
 
     @web.middleware

@@ -24,7 +24,7 @@ from agent.core.errors import BadRequest, Forbidden
 from agent.core.metrics import Metrics
 from agent.server.context import CACHE_KEY, CLIENT_KEY, COMPONENTS, DECISION_KEY, SECRET_ID_KEY, SERVED_KEY
 from agent.server.reader import ACCESS_DENIED
-from agent.server.reads import single_params
+from agent.server.reads import flag, single_params
 from agent.upstream.ssm import split_selector
 
 PARAMETER_PARAMS = frozenset({"name", "version", "label", "withDecryption"})
@@ -77,16 +77,6 @@ class ParameterReader:
         return lookup
 
 
-def _decrypt_flag(params: dict[str, str]) -> bool:
-    raw = params.get("withDecryption")
-    if raw is None:
-        return False
-    low = raw.lower()
-    if low not in ("true", "false"):
-        raise BadRequest("withDecryption must be true or false")
-    return low == "true"
-
-
 def asked_name(params: dict[str, str]) -> str:
     """The GetParameter ``Name``: ``name`` plus ``:version`` or ``:label`` (one selector at most)."""
     name = params.get("name")
@@ -114,7 +104,7 @@ async def get_parameter(request: web.Request) -> web.Response:
     if "name" in params:
         request[SECRET_ID_KEY] = params["name"]
     name = asked_name(params)
-    decrypt = _decrypt_flag(params)
+    decrypt = flag(params, "withDecryption")
     reader = parts.parameters
     if reader is None:  # only an app built by a test without Parameter Store
         raise BadRequest("Parameter Store reads are not configured")

@@ -81,7 +81,7 @@ class SecretReader:
         return lookup
 
     async def list_page(
-        self, client: str, filters: Sequence[Mapping[str, Any]], max_results: int, next_token: str | None
+        self, filters: Sequence[Mapping[str, Any]], max_results: int, next_token: str | None
     ) -> tuple[list[SecretMeta], str | None]:
         """Which secrets match ``filters`` (one page), asked upstream with the agent's credentials.
 
@@ -90,7 +90,6 @@ class SecretReader:
         :meth:`read`, so a denied secret is reported by name with
         AccessDeniedException and never with its value.
         """
-        del client  # the caller's policies apply to the reads that follow, one secret at a time
         return await self._cache.list_page(filters, max_results, next_token)
 
     async def describe(self, client: str, secret_id: str) -> SecretMeta:

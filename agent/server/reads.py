@@ -39,15 +39,20 @@ def single_params(request: web.Request, allowed: frozenset[str]) -> dict[str, st
     return params
 
 
-def refresh_flag(params: dict[str, str]) -> bool:
-    """``refreshNow``: true or false, case-insensitive; absent is false."""
-    raw = params.get("refreshNow")
+def flag(params: dict[str, str], name: str) -> bool:
+    """A ``true``/``false`` query parameter (case-insensitive); absent is false, anything else a 400."""
+    raw = params.get(name)
     if raw is None:
         return False
     low = raw.lower()
     if low not in ("true", "false"):
-        raise BadRequest("refreshNow must be true or false")
+        raise BadRequest(f"{name} must be true or false")
     return low == "true"
+
+
+def refresh_flag(params: dict[str, str]) -> bool:
+    """``refreshNow``."""
+    return flag(params, "refreshNow")
 
 
 def selector_of(params: dict[str, str]) -> Selector:

@@ -262,7 +262,7 @@ async def _batch(request: web.Request, params: dict[str, Any]) -> dict[str, Any]
         token = params.get("NextToken")
         if token is not None and (not isinstance(token, str) or not token):
             raise ValidationError("NextToken must be a non-empty string")
-        metas, next_token = await reader.list_page(client, filters_of(params), page_size_of(params), token)
+        metas, next_token = await reader.list_page(filters_of(params), page_size_of(params), token)
         ids = [meta.name for meta in metas]
     elif not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
         raise ValidationError("SecretIdList must be a non-empty list of secret ids")

@@ -22,13 +22,13 @@ from typing import Any
 
 import boto3
 import botocore.session
-from botocore.credentials import CredentialProvider, CredentialResolver, Credentials, RefreshableCredentials
+from botocore.credentials import CredentialResolver, Credentials, RefreshableCredentials
 
 from agent.config import AwsSettings
 from agent.upstream.calls import UpstreamCalls
 from agent.upstream.regions import CLIENT_CREATION, RegionalClients
 from agent.upstream.secretsmanager import SecretsManagerSource
-from agent.upstream.session import ROLE_SESSION_NAME, AwsClients, client_config
+from agent.upstream.session import ROLE_SESSION_NAME, AssumedRoleProvider, AwsClients, client_config
 
 # arn:<partition>:iam::<account>:role/<optional path/><name>; IAM's own limits (path 512, name 64).
 _ROLE_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:iam::\d{12}:role/(?:[\w+=,.@-]+/){0,64}[\w+=,.@-]{1,64}", re.ASCII)
@@ -50,19 +50,6 @@ def _metadata(reply: dict[str, Any]) -> dict[str, str]:
         "token": credentials["SessionToken"],
         "expiry_time": expiration.isoformat() if hasattr(expiration, "isoformat") else str(expiration),
     }
-
-
-class _RoleCredentials(CredentialProvider):
-    """The only provider of a role's session: its refreshing assumed-role credentials."""
-
-    METHOD = "assume-role"
-    CANONICAL_NAME = "secrets-agent-role-arn"
-
-    def __init__(self, credentials: Credentials) -> None:
-        self._credentials = credentials
-
-    def load(self) -> Credentials:
-        return self._credentials
 
 
 class RoleSessions:
@@ -109,7 +96,7 @@ class RoleSessions:
         core.set_config_variable("region", self._region)
         if self._loader is not None:
             core.register_component("data_loader", self._loader)
-        core.register_component("credential_provider", CredentialResolver([_RoleCredentials(credentials)]))
+        core.register_component("credential_provider", CredentialResolver([AssumedRoleProvider(credentials)]))
         session = boto3.session.Session(botocore_session=core)
 
         def make(region: str) -> Any:

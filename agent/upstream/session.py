@@ -38,17 +38,22 @@ CONNECT_TIMEOUT_SECONDS = 3
 ROLE_SESSION_NAME = "secrets-agent"
 
 
-class _AssumeRoleProvider(CredentialProvider):
-    """Puts botocore's refreshing assume-role credentials first in the chain."""
+class AssumedRoleProvider(CredentialProvider):
+    """A credential provider that yields one role's (refreshing) assumed credentials.
+
+    Put first in the agent's chain for ``aws.role_arn``, and as the only provider
+    of each ``roleArn`` session (:mod:`agent.upstream.roles`).
+    """
 
     METHOD = "assume-role"
     CANONICAL_NAME = "secrets-agent-assume-role"
 
-    def __init__(self, fetcher: AssumeRoleCredentialFetcher) -> None:
-        self._fetcher = fetcher
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
 
     def load(self) -> Credentials:
-        return DeferredRefreshableCredentials(method=self.METHOD, refresh_using=self._fetcher.fetch_credentials)
+        """The role's credentials (botocore refreshes them before they expire)."""
+        return self._credentials
 
 
 @dataclass
@@ -112,7 +117,8 @@ def build_clients(settings: AwsSettings, *, with_sqs: bool = False) -> AwsClient
             role_arn=settings.role_arn,
             extra_args={"RoleSessionName": ROLE_SESSION_NAME},
         )
-        core.get_component("credential_provider").insert_before("env", _AssumeRoleProvider(fetcher))
+        refreshing = DeferredRefreshableCredentials(method="assume-role", refresh_using=fetcher.fetch_credentials)
+        core.get_component("credential_provider").insert_before("env", AssumedRoleProvider(refreshing))
 
     session = boto3.session.Session(botocore_session=core)
     try:
