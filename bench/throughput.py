@@ -41,8 +41,8 @@ def parse_wrk(text: str) -> dict[str, float]:
     """Requests/s and p50/p99 latency (ms) from `wrk --latency` output."""
 
     def ms(value: str) -> float:
-        number, unit = re.match(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
-        return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+        number, unit = re.match(r"([\d.]+)(us|ms|s|m)", value).groups()  # type: ignore[union-attr]
+        return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
     p50 = ms(re.search(r"50%\s+(\S+)", text).group(1))  # type: ignore[union-attr]
@@ -56,7 +56,11 @@ def wrk(url: str, connections: int, seconds: int, token: str | None) -> dict[str
     if token:
         cmd += ["-H", f"X-Aws-Parameters-Secrets-Token: {token}"]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
-    return parse_wrk(out)
+    try:
+        return parse_wrk(out)
+    except AttributeError:
+        print(out, file=sys.stderr)
+        raise
 
 
 def rss_mib(pid: int) -> float:

@@ -264,8 +264,7 @@ class Agent:
         # Parameter Store has its own quotas: its throttling must not pace Secrets Manager calls.
         self.ssm_pacer = AttemptPacer()
         if self.clients.ssm is not None:
-            self.ssm_pacer.install(self.clients.ssm)
-            parameter_source = ParameterSource(self.clients.ssm, self.calls)
+            parameter_source = ParameterSource(self.clients.ssm, self.calls, on_client=self.ssm_pacer.install)
         self.components = build_components(
             settings,
             source,

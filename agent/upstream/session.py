@@ -64,7 +64,9 @@ class AwsClients:
     sts: Any
     region: str
     sqs: Any = None
-    ssm: Any = None  # Parameter Store
+    # Parameter Store's client, made on first use: its service model costs about 5 MiB of RSS,
+    # which an agent that serves no parameters should not pay.
+    ssm: Callable[[], Any] | None = None
     # A Secrets Manager client for another region (same credentials, endpoint and config), for cross-region ARNs.
     secretsmanager_in: Callable[[str], Any] | None = None
     # botocore's parsed service models, shared by the sessions made for roleArn reads.
@@ -124,7 +126,6 @@ def build_clients(settings: AwsSettings, *, with_sqs: bool = False) -> AwsClient
     try:
         secretsmanager = session.client("secretsmanager", config=config, **endpoint)
         sts = session.client("sts", config=config, **endpoint)
-        ssm = session.client("ssm", config=config, **endpoint)
         # Long polls hold a connection for up to 20 s: the read timeout must exceed that.
         sqs_config = config.merge(Config(read_timeout=max(settings.read_timeout_seconds, 30)))
         sqs = session.client("sqs", config=sqs_config, **endpoint) if with_sqs else None
@@ -133,6 +134,9 @@ def build_clients(settings: AwsSettings, *, with_sqs: bool = False) -> AwsClient
 
     def secretsmanager_in(region: str) -> Any:
         return session.client("secretsmanager", region_name=region, config=config, **endpoint)
+
+    def ssm() -> Any:
+        return session.client("ssm", config=config, **endpoint)
 
     return AwsClients(
         secretsmanager=secretsmanager,

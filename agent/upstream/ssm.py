@@ -14,13 +14,14 @@ GetParameter itself takes it: ``name:3`` (version) or ``name:label``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from agent.core.errors import SecretNotFound, UpstreamError
 from agent.upstream.calls import UpstreamCalls
+from agent.upstream.regions import CLIENT_CREATION
 
 SSM = "Systems Manager"
 GET_PARAMETERS_LIMIT = 10  # GetParameters' documented maximum Names length
@@ -160,16 +161,37 @@ class ParameterReads(Protocol):
 class ParameterSource:
     """Parameter Store reads over a boto3 ``ssm`` client."""
 
-    def __init__(self, client: Any, calls: UpstreamCalls) -> None:
-        self._client = client
+    def __init__(
+        self, make_client: Callable[[], Any], calls: UpstreamCalls, *, on_client: Callable[[Any], None]
+    ) -> None:
+        self._make_client = make_client
+        self._on_client = on_client  # the Parameter Store attempt pacer's install
+        self._made: Any = None
         self._calls = calls
+
+    def _client(self) -> Any:
+        """The ssm client, made (in the worker thread that first needs it) on first use."""
+        with CLIENT_CREATION:  # boto3 sessions are not thread-safe (region clients are made under it too)
+            if self._made is None:
+                client = self._make_client()
+                self._on_client(client)
+                self._made = client
+            return self._made
+
+    def _op(self, name: str) -> Callable[..., Any]:
+        """An API call run in the upstream pool, resolving the client there."""
+
+        def call(**kwargs: Any) -> Any:
+            return getattr(self._client(), name)(**kwargs)
+
+        return call
 
     async def get_parameter(self, name: str, *, decrypt: bool) -> ParameterValue:
         """GetParameter (``name`` may carry a ``:version`` or ``:label`` selector)."""
         try:
             reply = await self._calls.call(
                 "GetParameter",
-                self._client.get_parameter,
+                self._op("get_parameter"),
                 service=SSM,
                 secret_id=name,
                 Name=name,
@@ -186,7 +208,7 @@ class ParameterSource:
             chunk = list(names[start : start + GET_PARAMETERS_LIMIT])
             try:
                 reply = await self._calls.call(
-                    "GetParameters", self._client.get_parameters, service=SSM, Names=chunk, WithDecryption=decrypt
+                    "GetParameters", self._op("get_parameters"), service=SSM, Names=chunk, WithDecryption=decrypt
                 )
             except UpstreamError as exc:
                 for name in chunk:
@@ -210,7 +232,7 @@ class ParameterSource:
             if token:
                 kwargs["NextToken"] = token
             reply = await self._calls.call(
-                "GetParametersByPath", self._client.get_parameters_by_path, service=SSM, secret_id=path, **kwargs
+                "GetParametersByPath", self._op("get_parameters_by_path"), service=SSM, secret_id=path, **kwargs
             )
             values.extend(value_from_reply(entry) for entry in reply.get("Parameters", ()))
             token = reply.get("NextToken")
@@ -235,7 +257,7 @@ class ParameterSource:
                 if token:
                     kwargs["NextToken"] = token
                 reply = await self._calls.call(
-                    "DescribeParameters", self._client.describe_parameters, service=SSM, **kwargs
+                    "DescribeParameters", self._op("describe_parameters"), service=SSM, **kwargs
                 )
                 for entry in reply.get("Parameters", ()):
                     meta = ParameterMeta(
