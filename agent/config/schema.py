@@ -88,6 +88,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # Parameter Store change detection (DescribeParameters versions), poll mode only.
         "parameter_interval_seconds": Key(kinds.integer(1, 86_400), 30),
     },
+    "fleet": {
+        # How many agents share this account and region (a hint: each plans with 1/size of the share).
+        "size": Key(kinds.integer(1, 1_000_000), 1),
+        # The fraction of each account-wide Secrets Manager quota the whole fleet may use
+        # (the rest is for everything else in the account; see agent/cache/planner.py).
+        "quota_share": Key(kinds.number(0.01, 1.0), 0.5),
+    },
     "events": {
         "sqs_queue_url": Key(kinds.optional_string, None),
         "wait_time_seconds": Key(kinds.integer(1, 20), 20),  # SQS's longest long poll

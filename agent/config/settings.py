@@ -73,6 +73,14 @@ class RefreshSettings:
 
 
 @dataclass(frozen=True)
+class FleetSettings:
+    """How many agents share the account's quotas, and which share of them they may use."""
+
+    size: int = 1
+    quota_share: float = 0.5
+
+
+@dataclass(frozen=True)
 class EventsSettings:
     """Optional SQS queue fed by an EventBridge rule on aws.secretsmanager."""
 
@@ -133,6 +141,7 @@ class Settings:
     secret_policies: tuple[SecretPolicySettings, ...] = ()
     templates: tuple[TemplateSettings, ...] = ()
     systemd: SystemdSettings = field(default_factory=SystemdSettings)
+    fleet: FleetSettings = field(default_factory=FleetSettings)
     # The token `get`, `wait` and `exec` present to a running agent: --token-file or
     # SECRETS_AGENT_TOKEN, else auth.token. None: rely on the Unix peer's uid/gid.
     caller_token: TokenRef | None = None

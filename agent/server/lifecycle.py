@@ -47,6 +47,7 @@ from agent.access.audit import AuditLog
 from agent.access.identity import Authenticator, RateLimiter
 from agent.access.policy import Policy
 from agent.cache.parameters import ParameterCache, ParameterRefresher
+from agent.cache.planner import Planner
 from agent.cache.refresher import Refresher
 from agent.cache.rotations import Rotation, RotationFeed
 from agent.cache.store import SecretCache
@@ -160,6 +161,14 @@ def build_components(
         settings.refresh,
         max_stale_seconds=settings.cache.max_stale_seconds,
         metrics=metrics,
+        planner=Planner(
+            interval=settings.refresh.interval_seconds,
+            fleet_size=settings.fleet.size,
+            quota_share=settings.fleet.quota_share,
+            # With events, polling is the backstop: it may stretch up to the TTL AWS's agent keeps values for.
+            events=settings.events.sqs_queue_url is not None,
+            max_interval=settings.cache.ttl_seconds,
+        ),
     )
     return Components(
         cache=cache,

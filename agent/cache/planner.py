@@ -1,0 +1,210 @@
+"""How each change-detection pass asks upstream, so that a whole fleet stays inside the account's quotas.
+
+Every agent in an account and region shares that account's Secrets Manager
+quotas (:data:`ACCOUNT_QUOTAS`, requests per second). This agent may use
+``quota_share`` of each, split evenly over ``fleet.size`` agents (a hint the
+operator gives; the agents do not talk to each other)::
+
+    budget(api) = quota(api) * quota_share / fleet_size        calls/s, this agent
+
+A pass can detect changes of ``n`` cached secrets in two ways:
+
+``list``
+    ListSecrets: ``L`` calls per pass (100 secrets per page, or 10 names per
+    call when the account is much larger than the cache). Cheapest in calls,
+    but the ListSecrets quota is 100/s for the whole account: past a few
+    thousand agents there is not one call per agent per interval.
+``describe``
+    DescribeSecret per cached secret: ``n`` calls per pass, against a quota of
+    40,000/s. More calls, but the quota is 400 times larger.
+
+The planner picks, at every pass:
+
+1. the plan with the fewest calls per pass among those that fit the budget at
+   the configured interval (``refresh.interval_seconds``);
+2. with events on (a rotation arrives by event within seconds; polling is the
+   backstop), the plan with the fewest calls *per second* whose interval,
+   stretched as far as the budget needs, stays within ``max_interval``
+   (``cache.ttl_seconds``, the bound AWS's agent gives), since the backstop's
+   period does not set everyday freshness;
+3. otherwise, as a last resort, the plan that fits the budget at the shortest
+   stretched interval. Stretching is logged at warning level and visible in the
+   metrics (``secrets_agent_refresh_interval_seconds`` and the staleness bound).
+
+A throttled API is held out of the choice for :data:`HOLD_SECONDS` (doubling
+while it keeps throttling, up to :data:`MAX_HOLD_SECONDS`): a fleet whose size
+hint is wrong falls back from ListSecrets to DescribeSecret by itself.
+
+Start-up is spread too: a fleet started together (a deployment rolling out)
+would send every prefetch in the same second. Each agent waits a random delay
+in ``[0, window)``, ``window`` being how long the fleet's prefetch calls take
+at the fleet's share of the quota, and picks BatchGetSecretValue (20 secrets a
+call, 100 calls/s for the account) unless GetSecretValue (one a call, but
+10,000/s) spreads the fleet over a much shorter window.
+
+The planner is pure logic: it calls nothing, and takes its clock and random
+source as arguments, so its choices are unit-tested on a simulated clock and
+driven by the fleet simulation (``bench/fleet.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+# Secrets Manager's account-wide request quotas per region (requests per second, AWS's published values).
+GET_SECRET_VALUE = "GetSecretValue"
+DESCRIBE_SECRET = "DescribeSecret"
+LIST_SECRETS = "ListSecrets"
+BATCH_GET_SECRET_VALUE = "BatchGetSecretValue"
+ACCOUNT_QUOTAS: Mapping[str, float] = {
+    GET_SECRET_VALUE: 10_000.0,
+    DESCRIBE_SECRET: 40_000.0,
+    LIST_SECRETS: 100.0,
+    BATCH_GET_SECRET_VALUE: 100.0,
+}
+DEFAULT_FLEET_SIZE = 1
+# Half of each quota: the rest is for everything else in the account (applications' own SDK
+# calls, rotation functions, CI, other fleets), and a fleet may grow past its size hint by 60%
+# before reaching 80% of a quota.
+DEFAULT_QUOTA_SHARE = 0.5
+JITTER = 0.10  # each pass waits interval * U(0.9, 1.1)
+HOLD_SECONDS = 300.0  # a throttled API is not planned with for this long
+MAX_HOLD_SECONDS = 3600.0
+BATCH_IDS = 20  # BatchGetSecretValue's SecretIdList limit
+# Start-up: BatchGetSecretValue unless spreading the fleet over its quota takes longer than this
+# and GetSecretValue spreads it faster.
+STARTUP_SPREAD_TARGET = 10.0
+MAX_STARTUP_WINDOW = 600.0
+
+How = Literal["list", "describe"]
+Prefetch = Literal["batch", "get"]
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """What one pass does and what it implies."""
+
+    how: How
+    interval: float  # seconds until the next pass (before jitter)
+    calls: int  # upstream calls the pass makes (change detection only)
+    stretched: bool  # interval above the configured one, to stay within the budget
+    reason: str
+
+    @property
+    def staleness_bound(self) -> float:
+        """The longest a rotation can go unseen by polling under this plan (the jittered interval's top)."""
+        return self.interval * (1 + JITTER)
+
+    @property
+    def operation(self) -> str:
+        """The API this plan spends."""
+        return LIST_SECRETS if self.how == "list" else DESCRIBE_SECRET
+
+
+class Planner:
+    """Chooses each pass's plan within this agent's share of the account's quotas."""
+
+    def __init__(
+        self,
+        *,
+        interval: float,
+        fleet_size: int = DEFAULT_FLEET_SIZE,
+        quota_share: float = DEFAULT_QUOTA_SHARE,
+        events: bool = False,
+        max_interval: float | None = None,
+        quotas: Mapping[str, float] = ACCOUNT_QUOTAS,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.interval = float(interval)
+        self.fleet_size = max(1, int(fleet_size))
+        self.quota_share = float(quota_share)
+        self.events = events
+        self.max_interval = max(self.interval, float(max_interval if max_interval is not None else interval))
+        self.quotas = dict(quotas)
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._held_until: dict[str, float] = {}
+        self._holds: dict[str, float] = {}  # current hold length per API (doubles while it keeps throttling)
+
+    # ------------------------------------------------------------------ budgets
+
+    def budget(self, operation: str) -> float:
+        """Calls per second this agent may make to ``operation``."""
+        return self.quotas[operation] * self.quota_share / self.fleet_size
+
+    def held(self, operation: str) -> bool:
+        """True while ``operation`` is held out of plans after a throttle."""
+        return self._clock() < self._held_until.get(operation, 0.0)
+
+    def note_throttled(self, operation: str) -> None:
+        """Upstream throttled ``operation``: plan without it for a while (longer each time in a row)."""
+        hold = min(MAX_HOLD_SECONDS, self._holds.get(operation, HOLD_SECONDS / 2) * 2)
+        self._holds[operation] = hold
+        self._held_until[operation] = self._clock() + hold
+
+    def note_ok(self, operation: str) -> None:
+        """``operation`` answered: its next hold starts from :data:`HOLD_SECONDS` again."""
+        self._holds.pop(operation, None)
+
+    # ------------------------------------------------------------------ passes
+
+    def plan(self, cached: int, list_calls: int | None = None) -> PassPlan:
+        """The plan for a pass over ``cached`` secrets; ``list_calls`` is what listing them costs."""
+        listing = max(1, list_calls if list_calls is not None else math.ceil(cached / 100))
+        costs: dict[How, int] = {"list": listing, "describe": max(1, cached)}
+        operations: dict[How, str] = {"list": LIST_SECRETS, "describe": DESCRIBE_SECRET}
+        open_ = [how for how in costs if not self.held(operations[how])] or list(costs)
+        # The shortest interval each plan can keep within the budget.
+        floor = {how: max(self.interval, costs[how] / self.budget(operations[how])) for how in open_}
+        fits = [how for how in open_ if floor[how] <= self.interval]
+        held = " (ListSecrets held after throttling)" if self.held(LIST_SECRETS) else ""
+        if self.events:
+            backstop = [how for how in open_ if floor[how] <= self.max_interval]
+            if backstop:
+                how = min(backstop, key=lambda h: (costs[h] / floor[h], costs[h]))
+                return self._made(how, floor[how], costs[how], "events on: fewest calls per second" + held)
+        if fits:
+            how = min(fits, key=lambda h: (costs[h], h != "list"))
+            return self._made(how, self.interval, costs[how], "fewest calls within the budget" + held)
+        how = min(open_, key=lambda h: (floor[h], costs[h]))
+        return self._made(how, floor[how], costs[how], "no plan fits the budget at the configured interval" + held)
+
+    def _made(self, how: How, interval: float, calls: int, reason: str) -> PassPlan:
+        return PassPlan(how, interval, calls, stretched=interval > self.interval * (1 + 1e-9), reason=reason)
+
+    def jittered(self, interval: float) -> float:
+        """``interval`` * U(0.9, 1.1): a fleet started together drifts apart instead of calling in step."""
+        return interval * self._rng.uniform(1 - JITTER, 1 + JITTER)
+
+    # ------------------------------------------------------------------ start-up
+
+    def startup_windows(self, ids: int) -> dict[Prefetch, float]:
+        """Seconds the fleet's prefetch of ``ids`` secrets each takes, per API, at the fleet's share."""
+        # The fleet's calls over the fleet's rate: fleet_size * calls / (quota * quota_share).
+        batches = math.ceil(ids / BATCH_IDS)
+        return {
+            "batch": batches / self.budget(BATCH_GET_SECRET_VALUE),
+            "get": ids / self.budget(GET_SECRET_VALUE),
+        }
+
+    def prefetch_via(self, ids: int) -> Prefetch:
+        """BatchGetSecretValue, unless it is held, or GetSecretValue spreads the fleet's start much faster."""
+        if ids <= 1 or self.held(BATCH_GET_SECRET_VALUE):
+            return "get"
+        windows = self.startup_windows(ids)
+        if windows["batch"] > STARTUP_SPREAD_TARGET and windows["get"] < windows["batch"]:
+            return "get"
+        return "batch"
+
+    def startup_delay(self, ids: int) -> float:
+        """A random delay before prefetch, so the fleet's first calls spread over the window they need."""
+        if self.fleet_size <= 1 or ids <= 0:
+            return 0.0
+        window = min(MAX_STARTUP_WINDOW, self.startup_windows(ids)[self.prefetch_via(ids)])
+        return self._rng.uniform(0, window)
