@@ -195,7 +195,7 @@ class Planner:
 
     def prefetch_via(self, ids: int) -> Prefetch:
         """BatchGetSecretValue, unless it is held, or GetSecretValue spreads the fleet's start much faster."""
-        if ids <= 1 or self.held(BATCH_GET_SECRET_VALUE):
+        if self.held(BATCH_GET_SECRET_VALUE):
             return "get"
         windows = self.startup_windows(ids)
         if windows["batch"] > STARTUP_SPREAD_TARGET and windows["get"] < windows["batch"]:
