@@ -31,9 +31,12 @@ The planner picks, at every pass:
    stretched interval. Stretching is logged at warning level and visible in the
    metrics (``secrets_agent_refresh_interval_seconds`` and the staleness bound).
 
-A throttled API is held out of the choice for :data:`HOLD_SECONDS` (doubling
-while it keeps throttling, up to :data:`MAX_HOLD_SECONDS`): a fleet whose size
-hint is wrong falls back from ListSecrets to DescribeSecret by itself.
+A throttled API is held out of the choice for :data:`HOLD_SECONDS`, doubling
+(up to :data:`MAX_HOLD_SECONDS`) each time it throttles again within twice the
+last hold: a fleet whose size hint is too small falls back from ListSecrets to
+DescribeSecret by itself. A success does not shorten the next hold (agents that
+happen to get through would otherwise keep the API saturated for the rest); a
+quiet spell longer than twice the last hold does.
 
 Start-up is spread too: a fleet started together (a deployment rolling out)
 would send every prefetch in the same second. Each agent waits a random delay
@@ -130,7 +133,7 @@ class Planner:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._held_until: dict[str, float] = {}
-        self._holds: dict[str, float] = {}  # current hold length per API (doubles while it keeps throttling)
+        self._holds: dict[str, tuple[float, float]] = {}  # API -> (last hold's length, when it began)
 
     # ------------------------------------------------------------------ budgets
 
@@ -143,14 +146,16 @@ class Planner:
         return self._clock() < self._held_until.get(operation, 0.0)
 
     def note_throttled(self, operation: str) -> None:
-        """Upstream throttled ``operation``: plan without it for a while (longer each time in a row)."""
-        hold = min(MAX_HOLD_SECONDS, self._holds.get(operation, HOLD_SECONDS / 2) * 2)
-        self._holds[operation] = hold
-        self._held_until[operation] = self._clock() + hold
-
-    def note_ok(self, operation: str) -> None:
-        """``operation`` answered: its next hold starts from :data:`HOLD_SECONDS` again."""
-        self._holds.pop(operation, None)
+        """Upstream throttled ``operation``: plan without it for a while (longer if it throttled recently)."""
+        now = self._clock()
+        if self.held(operation):
+            return  # calls already under way when the hold began
+        hold = HOLD_SECONDS
+        last = self._holds.get(operation)
+        if last is not None and now - last[1] <= 3 * last[0]:  # within twice the last hold after it ended
+            hold = min(MAX_HOLD_SECONDS, 2 * last[0])
+        self._holds[operation] = (hold, now)
+        self._held_until[operation] = now + hold
 
     # ------------------------------------------------------------------ passes
 
@@ -177,6 +182,14 @@ class Planner:
 
     def _made(self, how: How, interval: float, calls: int, reason: str) -> PassPlan:
         return PassPlan(how, interval, calls, stretched=interval > self.interval * (1 + 1e-9), reason=reason)
+
+    def first_wait(self, interval: float) -> float:
+        """The wait before the first pass: ``interval * U(0.1, 1.1)``.
+
+        Agents that finished prefetch together (a start-up window shorter than a stretched
+        interval) then pass at phases spread over the whole interval, not in the same tenth of it.
+        """
+        return interval * self._rng.uniform(JITTER, 1 + JITTER)
 
     def jittered(self, interval: float) -> float:
         """``interval`` * U(0.9, 1.1): a fleet started together drifts apart instead of calling in step."""

@@ -164,8 +164,6 @@ class Refresher:
         result = await self._source.batch_get(ids)
         throttled = [secret_id for secret_id, error in result.errors.items() if isinstance(error, UpstreamThrottled)]
         if not throttled:
-            if result.values:
-                self._planner.note_ok(BATCH_GET_SECRET_VALUE)
             return result
         self._planner.note_throttled(BATCH_GET_SECRET_VALUE)
         log.warning("batch_throttled_fallback", secrets=len(throttled))
@@ -219,9 +217,9 @@ class Refresher:
         backoff = Backoff(base=interval, cap=max(10 * interval, 300.0), rng=self._rng)
         if self._refresh.mode != "poll" and not self._pending:
             return
-        if self._refresh.mode == "poll":
-            self._plan_pass(len(self._cache.arns()))
         wait = self._jittered(interval)
+        if self._refresh.mode == "poll":
+            wait = self._planner.first_wait(self._plan_pass(len(self._cache.arns())).interval)
         while True:
             await asyncio.sleep(wait)
             try:
@@ -278,7 +276,6 @@ class Refresher:
         if self._plan_pass(len(arns)).how == "list":
             try:
                 listed = await self._list(arns)
-                self._planner.note_ok(LIST_SECRETS)
             except UpstreamThrottled:
                 self._planner.note_throttled(LIST_SECRETS)
                 log.warning("list_throttled_describing", cached=len(arns))

@@ -88,14 +88,15 @@ def test_throttled_list_is_held_then_tried_again() -> None:
     assert chooser.plan(20).how == "describe"
     clock.now += HOLD_SECONDS + 1
     assert chooser.plan(20).how == "list"
-    chooser.note_throttled(LIST_SECRETS)
+    chooser.note_throttled(LIST_SECRETS)  # throttled again soon after the hold: twice as long
     clock.now += HOLD_SECONDS + 1
-    assert chooser.plan(20).how == "describe"  # second hold in a row: twice as long
+    assert chooser.plan(20).how == "describe"
     clock.now += HOLD_SECONDS
-    chooser.note_ok(LIST_SECRETS)
+    assert chooser.plan(20).how == "list"
+    clock.now += 5 * HOLD_SECONDS  # a quiet spell longer than twice the last hold
     chooser.note_throttled(LIST_SECRETS)
     clock.now += HOLD_SECONDS + 1
-    assert chooser.plan(20).how == "list"  # a success in between: back to the first hold length
+    assert chooser.plan(20).how == "list"  # back to the first hold length
 
 
 def test_start_up_spread_over_the_fleets_prefetch_window() -> None:
