@@ -353,7 +353,10 @@ class OurAgent:
         self.sim.at(self.sim.now + wait, self.poll)
 
     def on_event(self, secret: int) -> None:
-        """Refresher.refresh_secret: DescribeSecret, then GetSecretValue if it moved."""
+        """Refresher.refresh_secret: the planner's event delay, DescribeSecret, GetSecretValue if it moved."""
+        self.sim.at(self.sim.now + self.planner.event_delay(), lambda: self.handle_event(secret))
+
+    def handle_event(self, secret: int) -> None:
 
         def described(ok: bool) -> None:
             if ok and self.sim.versions[secret] != self.known[secret]:

@@ -26,7 +26,8 @@ The planner picks, at every pass:
    backstop), the plan with the fewest calls *per second* whose interval,
    stretched as far as the budget needs, stays within ``max_interval``
    (``cache.ttl_seconds``, the bound AWS's agent gives), since the backstop's
-   period does not set everyday freshness;
+   period does not set everyday freshness; if none does, the fewest calls per
+   second at whatever interval the budget allows (stretched, and logged so);
 3. otherwise, as a last resort, the plan that fits the budget at the shortest
    stretched interval. Stretching is logged at warning level and visible in the
    metrics (``secrets_agent_refresh_interval_seconds`` and the staleness bound).
@@ -174,6 +175,8 @@ class Planner:
             if backstop:
                 how = min(backstop, key=lambda h: (costs[h] / floor[h], costs[h]))
                 return self._made(how, floor[how], costs[how], "events on: fewest calls per second" + held)
+            how = min(open_, key=lambda h: (costs[h] / floor[h], costs[h]))
+            return self._made(how, floor[how], costs[how], "events on: no backstop fits within the TTL" + held)
         if fits:
             how = min(fits, key=lambda h: (costs[h], h != "list"))
             return self._made(how, self.interval, costs[how], "fewest calls within the budget" + held)
@@ -190,6 +193,17 @@ class Planner:
         interval) then pass at phases spread over the whole interval, not in the same tenth of it.
         """
         return interval * self._rng.uniform(JITTER, 1 + JITTER)
+
+    def event_delay(self) -> float:
+        """A random delay before acting on a rotation event, which reaches the whole fleet at once.
+
+        Each agent then makes a DescribeSecret and a GetSecretValue; spread over
+        ``fleet_size / GetSecretValue quota`` seconds the fleet's re-reads stay within
+        the quota (the full quota: a rotation is a short burst, not steady load).
+        """
+        if self.fleet_size <= 1:
+            return 0.0
+        return self._rng.uniform(0, self.fleet_size / self.quotas[GET_SECRET_VALUE])
 
     def jittered(self, interval: float) -> float:
         """``interval`` * U(0.9, 1.1): a fleet started together drifts apart instead of calling in step."""

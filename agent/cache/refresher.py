@@ -412,6 +412,9 @@ class Refresher:
             arn = self._cache.resolve(partial_arn(secret_ref))
         if arn is None:
             return False
+        delay = self._planner.event_delay()  # the event reached the whole fleet at once: spread the re-reads
+        if delay > 0:
+            await asyncio.sleep(delay)
         meta = await self._describe(arn)
         if meta is None:
             return True

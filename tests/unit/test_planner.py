@@ -78,6 +78,17 @@ def test_events_make_polling_a_cheap_backstop() -> None:
     plan = planner(10_000, events=True).plan(20)
     assert (plan.how, plan.interval) == ("list", pytest.approx(200.0))
     assert planner(1, events=True).plan(20).interval == 30.0  # alone, nothing to save by stretching
+    # 100,000 agents: no backstop fits in the TTL; listing every 2,000 s costs 400 times less than describing.
+    plan = planner(100_000, events=True).plan(20)
+    assert (plan.how, plan.interval, plan.stretched) == ("list", pytest.approx(2000.0), True)
+
+
+def test_event_handling_spread_over_the_fleets_burst() -> None:
+    """Alone an event is acted on at once; 100,000 agents spread theirs over 10 s (100,000 / 10,000 per s)."""
+    assert planner(1).event_delay() == 0.0
+    fleet = planner(100_000)
+    delays = [fleet.event_delay() for _ in range(50)]
+    assert all(0 <= delay < 10.0 for delay in delays) and max(delays) > 1.0
 
 
 def test_throttled_list_is_held_then_tried_again() -> None:
