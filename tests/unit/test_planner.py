@@ -78,9 +78,12 @@ def test_events_make_polling_a_cheap_backstop() -> None:
     plan = planner(10_000, events=True).plan(20)
     assert (plan.how, plan.interval) == ("list", pytest.approx(200.0))
     assert planner(1, events=True).plan(20).interval == 30.0  # alone, nothing to save by stretching
-    # 100,000 agents: no backstop fits in the TTL; listing every 2,000 s costs 400 times less than describing.
+    # 100,000 agents: listing would take 2,000 s, past the TTL; describing fits in 100 s.
     plan = planner(100_000, events=True).plan(20)
-    assert (plan.how, plan.interval, plan.stretched) == ("list", pytest.approx(2000.0), True)
+    assert (plan.how, plan.interval, plan.stretched) == ("describe", pytest.approx(100.0), True)
+    # 1,000,000 agents: nothing fits in the TTL; the fewest calls per second is listing every 20,000 s.
+    plan = planner(1_000_000, events=True).plan(20)
+    assert (plan.how, plan.interval) == ("list", pytest.approx(20_000.0))
 
 
 def test_event_handling_spread_over_the_fleets_burst() -> None:
