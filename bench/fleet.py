@@ -64,12 +64,13 @@ from agent.upstream.throttle import AttemptPacer, Backoff
 
 RESULTS = Path(__file__).resolve().parent / "results"
 APIS = (GET_SECRET_VALUE, DESCRIBE_SECRET, LIST_SECRETS, BATCH_GET_SECRET_VALUE)
-DT = 0.25  # seconds per tick
+DT = 0.1  # seconds per tick (a call's latency in the model: 0 to DT)
 SECRETS = 20
 INTERVAL = 30.0  # refresh.interval_seconds default
 TTL = 300.0  # cache.ttl_seconds default, AWS's agent's TTL
 READ_EVERY = 10.0  # assumed: each secret read every 10 s (AWS's agent's policy checks on the first read after expiry)
 MAX_ATTEMPTS = 3  # botocore standard retry mode
+VISIBILITY_TIMEOUT = 30.0  # SQS: an event message not deleted comes back this much later
 DURATION = 3600.0
 STEADY_FROM = 900.0  # steady-state window: [STEADY_FROM, DURATION]
 ROTATE_UNTIL = 3000.0
@@ -357,12 +358,20 @@ class OurAgent:
         self.sim.at(self.sim.now + self.planner.event_delay(), lambda: self.handle_event(secret))
 
     def handle_event(self, secret: int) -> None:
+        def redeliver() -> None:  # a failed refresh leaves the message: SQS redelivers it after the visibility timeout
+            self.sim.at(self.sim.now + VISIBILITY_TIMEOUT, lambda: self.handle_event(secret))
+
+        def got(ok: bool) -> None:
+            if ok:
+                self.install([secret])
+            else:
+                redeliver()
 
         def described(ok: bool) -> None:
-            if ok and self.sim.versions[secret] != self.known[secret]:
-                self.sim.call(
-                    self, GET_SECRET_VALUE, lambda got: self.install([secret]) if got else None, rotation=True
-                )
+            if not ok:
+                redeliver()
+            elif self.sim.versions[secret] != self.known[secret]:
+                self.sim.call(self, GET_SECRET_VALUE, got, rotation=True)
 
         self.sim.call(self, DESCRIBE_SECRET, described, rotation=True)
 

@@ -197,13 +197,13 @@ class Planner:
     def event_delay(self) -> float:
         """A random delay before acting on a rotation event, which reaches the whole fleet at once.
 
-        Each agent then makes a DescribeSecret and a GetSecretValue; spread over
-        ``fleet_size / GetSecretValue quota`` seconds the fleet's re-reads stay within
-        the quota (the full quota: a rotation is a short burst, not steady load).
+        Each agent then makes a DescribeSecret and a GetSecretValue. GetSecretValue's bucket
+        holds one second of quota; the fleet takes its share of that burst at once and
+        spreads the rest at its share of the rate: ``fleet_size / (quota * quota_share) - 1``
+        seconds (none for a fleet whose re-reads fit in its share of the burst).
         """
-        if self.fleet_size <= 1:
-            return 0.0
-        return self._rng.uniform(0, self.fleet_size / self.quotas[GET_SECRET_VALUE])
+        window = self.fleet_size / (self.quotas[GET_SECRET_VALUE] * self.quota_share) - 1
+        return self._rng.uniform(0, window) if window > 0 else 0.0
 
     def jittered(self, interval: float) -> float:
         """``interval`` * U(0.9, 1.1): a fleet started together drifts apart instead of calling in step."""
