@@ -117,6 +117,7 @@ class Sim:
         self.versions = [1] * SECRETS
         self.rotated_at: list[dict[int, float]] = [{} for _ in range(SECRETS)]
         self.tick = 0
+        self.resolving = False
 
     def clock(self) -> float:
         return self.now
@@ -130,7 +131,9 @@ class Sim:
         """Send one attempt now, or when the agent's pacer lets it go."""
         wait = agent.pace()
         when = self.now + wait
-        self.pending[max(self.tick, int(when / DT))].append(Call(agent, api, attempt, done, rotation))
+        # Calls made while a tick's calls are being answered go in a later tick (that one is already drawn).
+        first = self.tick + 1 if self.resolving else self.tick
+        self.pending[max(first, math.floor(when / DT + 1e-9))].append(Call(agent, api, attempt, done, rotation))
 
     def rotate(self, secret: int) -> None:
         self.versions[secret] += 1
@@ -160,7 +163,9 @@ class Sim:
             self.now = end
             calls = self.pending.pop(tick, None)
             if calls:
+                self.resolving = True
                 self._resolve(calls)
+                self.resolving = False
             for api, quota in ACCOUNT_QUOTAS.items():
                 self.tokens[api] = min(quota, self.tokens[api] + quota * DT)
         self.now = DURATION
