@@ -32,12 +32,18 @@ The planner picks, at every pass:
    stretched interval. Stretching is logged at warning level and visible in the
    metrics (``secrets_agent_refresh_interval_seconds`` and the staleness bound).
 
-A throttled API is held out of the choice for :data:`HOLD_SECONDS`, doubling
-(up to :data:`MAX_HOLD_SECONDS`) each time it throttles again within twice the
-last hold: a fleet whose size hint is too small falls back from ListSecrets to
-DescribeSecret by itself. A success does not shorten the next hold (agents that
-happen to get through would otherwise keep the API saturated for the rest); a
-quiet spell longer than twice the last hold does.
+A throttle also says the fleet is larger than the hint. Two things follow:
+
+* the API is held out of the choice for :data:`HOLD_SECONDS`, doubling (up to
+  :data:`MAX_HOLD_SECONDS`) each time it throttles again within twice the last
+  hold (a success does not shorten the next hold; a quiet spell does);
+* the agent *learns* a fleet size: if calling the API at this agent's planned
+  rate ``r`` overran its quota, the fleet holds at least ``quota / r`` agents.
+  The planner plans with the larger of the hint and that size, which halves
+  every :data:`LEARNED_HALF_LIFE_SECONDS` without throttling so that a fleet
+  that shrank goes back to listing. A fleet whose ``size`` was left at 1 thus
+  moves from ListSecrets to DescribeSecret after its first throttles instead of
+  keeping the ListSecrets quota saturated.
 
 Start-up is spread too: a fleet started together (a deployment rolling out)
 would send every prefetch in the same second. Each agent waits a random delay
@@ -79,6 +85,7 @@ DEFAULT_QUOTA_SHARE = 0.5
 JITTER = 0.10  # each pass waits interval * U(0.9, 1.1)
 HOLD_SECONDS = 300.0  # a throttled API is not planned with for this long
 MAX_HOLD_SECONDS = 3600.0
+LEARNED_HALF_LIFE_SECONDS = 3600.0  # a fleet size learned from throttling fades at this pace
 BATCH_IDS = 20  # BatchGetSecretValue's SecretIdList limit
 # Start-up: BatchGetSecretValue unless spreading the fleet over its quota takes longer than this
 # and GetSecretValue spreads it faster.
@@ -135,12 +142,22 @@ class Planner:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._held_until: dict[str, float] = {}
         self._holds: dict[str, tuple[float, float]] = {}  # API -> (last hold's length, when it began)
+        self._rates: dict[str, float] = {}  # API -> calls per second the last plan using it made
+        self._learned = (0.0, 0.0)  # (fleet size implied by a throttle, when)
 
     # ------------------------------------------------------------------ budgets
 
     def budget(self, operation: str) -> float:
         """Calls per second this agent may make to ``operation``."""
-        return self.quotas[operation] * self.quota_share / self.fleet_size
+        return self.quotas[operation] * self.quota_share / self.effective_size()
+
+    def effective_size(self) -> float:
+        """The fleet size planned with: the hint, or what throttling implied (fading), whichever is larger."""
+        size, since = self._learned
+        if size <= self.fleet_size:
+            return float(self.fleet_size)
+        faded = size / 2 ** ((self._clock() - since) / LEARNED_HALF_LIFE_SECONDS)
+        return max(float(self.fleet_size), faded)
 
     def held(self, operation: str) -> bool:
         """True while ``operation`` is held out of plans after a throttle."""
@@ -151,6 +168,11 @@ class Planner:
         now = self._clock()
         if self.held(operation):
             return  # calls already under way when the hold began
+        rate = self._rates.get(operation)
+        if rate:
+            implied = self.quotas[operation] / rate
+            if implied > self.effective_size():
+                self._learned = (implied, now)
         hold = HOLD_SECONDS
         last = self._holds.get(operation)
         if last is not None and now - last[1] <= 3 * last[0]:  # within twice the last hold after it ended
@@ -184,7 +206,9 @@ class Planner:
         return self._made(how, floor[how], costs[how], "no plan fits the budget at the configured interval" + held)
 
     def _made(self, how: How, interval: float, calls: int, reason: str) -> PassPlan:
-        return PassPlan(how, interval, calls, stretched=interval > self.interval * (1 + 1e-9), reason=reason)
+        plan = PassPlan(how, interval, calls, stretched=interval > self.interval * (1 + 1e-9), reason=reason)
+        self._rates[plan.operation] = calls / interval
+        return plan
 
     def first_wait(self, interval: float) -> float:
         """The wait before the first pass: ``interval * U(0.1, 1.1)``.

@@ -102,16 +102,29 @@ def test_throttled_list_is_held_then_tried_again() -> None:
     chooser.note_throttled(LIST_SECRETS)
     assert chooser.plan(20).how == "describe"
     clock.now += HOLD_SECONDS + 1
-    assert chooser.plan(20).how == "list"
+    assert not chooser.held(LIST_SECRETS)
     chooser.note_throttled(LIST_SECRETS)  # throttled again soon after the hold: twice as long
     clock.now += HOLD_SECONDS + 1
-    assert chooser.plan(20).how == "describe"
+    assert chooser.held(LIST_SECRETS)
     clock.now += HOLD_SECONDS
-    assert chooser.plan(20).how == "list"
+    assert not chooser.held(LIST_SECRETS)
     clock.now += 5 * HOLD_SECONDS  # a quiet spell longer than twice the last hold
     chooser.note_throttled(LIST_SECRETS)
     clock.now += HOLD_SECONDS + 1
-    assert chooser.plan(20).how == "list"  # back to the first hold length
+    assert not chooser.held(LIST_SECRETS)  # back to the first hold length
+
+
+def test_throttling_teaches_a_fleet_size_that_fades() -> None:
+    """Hint 1, but listing every 30 s throttles: the fleet is >= 3,000 agents, so it describes until that fades."""
+    clock = Clock()
+    chooser = planner(1, clock=clock)
+    assert chooser.plan(20).how == "list"
+    chooser.note_throttled(LIST_SECRETS)
+    assert chooser.effective_size() == pytest.approx(3000.0)  # 100/s over 1 call per 30 s
+    clock.now += HOLD_SECONDS + 1  # the hold is over, the lesson is not
+    assert chooser.plan(20).how == "describe"
+    clock.now += 2 * 3600  # two half-lives: 750 agents, whose listing fits 50/s
+    assert chooser.plan(20).how == "list"
 
 
 def test_start_up_spread_over_the_fleets_prefetch_window() -> None:
