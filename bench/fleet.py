@@ -33,7 +33,8 @@ What is real and what is modelled
   plus a receive and a delete per event) are priced apart: SQS bills them, not Secrets
   Manager.
 * Every agent caches the same 20 secrets and starts at t = 0 (the whole fleet cold-starts
-  at once); the steady window is 900 s to 3,600 s. Each secret rotates twice at random
+  at once); the steady window is a run's last 2,700 s (900 s to 3,600 s in a one-hour
+  row; the wrong-hint row also runs three hours). Each secret rotates twice at random
   times in it (compressed, for staleness statistics). Staleness is, for each rotation and
   sample agent, the time from the rotation until that agent serves the new value (a
   rotation never seen by the end counts until the end). Calls per second are measured in
