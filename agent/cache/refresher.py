@@ -75,6 +75,7 @@ log = get_logger("agent.cache.refresher")
 
 ROTATION_WINDOW_SECONDS = 900.0
 ROUND_ROBIN_EVERY = 4  # passes between round-robin DescribeSecret checks
+EVENT_BURST_SECONDS = 5.0  # events this soon after a spread one are handled without waiting again
 
 
 def matches(meta: SecretMeta, prefixes: Sequence[str], tags: Sequence[tuple[str, str | None]]) -> bool:
@@ -120,6 +121,7 @@ class Refresher:
         self._list_calls: int | None = None  # what the last listing of the cached secrets cost
         self._planner = planner or Planner(interval=refresh.interval_seconds, clock=clock, rng=self._rng)
         self._plan: PassPlan | None = None
+        self._event_spread_until = 0.0
 
     # ------------------------------------------------------------------ prefetch
 
@@ -404,6 +406,20 @@ class Refresher:
 
     # ------------------------------------------------------------------ events
 
+    async def _spread_event(self) -> None:
+        """Wait the planner's event delay once per burst of events (they reach the whole fleet at once).
+
+        Events are handled one after another; the later ones of a burst do not wait again,
+        this agent being at its random place in the fleet's spread already.
+        """
+        now = self._clock()
+        if now < self._event_spread_until:
+            return
+        delay = self._planner.event_delay()
+        self._event_spread_until = now + delay + EVENT_BURST_SECONDS
+        if delay > 0:
+            await asyncio.sleep(delay)
+
     async def refresh_secret(self, secret_ref: str, *, how: How) -> bool:
         """Refresh one cached secret now (an event named it). False if it is not cached."""
         # An event may carry the full ARN while the cache knows the name or partial ARN.
@@ -412,9 +428,7 @@ class Refresher:
             arn = self._cache.resolve(partial_arn(secret_ref))
         if arn is None:
             return False
-        delay = self._planner.event_delay()  # the event reached the whole fleet at once: spread the re-reads
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await self._spread_event()
         meta = await self._describe(arn)
         if meta is None:
             return True
