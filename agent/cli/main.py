@@ -1,4 +1,4 @@
-"""Command line: ``secrets-agent {run,check-config,demo,audit,get,wait,exec}``.
+"""Command line: ``secrets-agent {run,check-config,demo,audit,get,wait,exec,status}``.
 
 Each subcommand raises the agent's errors; :func:`main` turns them into exit
 codes through the one table in :mod:`agent.cli.exit_codes`.
@@ -31,7 +31,7 @@ from agent.core.errors import (
     ReadNotFound,
     WaitTimedOut,
 )
-from agent.delivery.client import AgentClient
+from agent.delivery.client import TIMEOUT_SECONDS, AgentClient
 
 WAIT_POLL_SECONDS = 0.2
 WAIT_REQUEST_TIMEOUT_SECONDS = 2.0
@@ -106,12 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument("--on-change", choices=["restart", "signal", "none"], help="on rotation (default restart)")
     execute.add_argument("--signal", help="signal for --on-change signal (default SIGHUP; exec.signal)")
     execute.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command and its arguments")
+    status = sub.add_parser("status", help="the agent's secrets, their rotation health and reads (exit 5: unhealthy)")
+    _add_caller_flags(status)
+    status.add_argument("--watch", action="store_true", help="redraw every --interval seconds until Ctrl-C")
+    status.add_argument("--interval", type=_positive_seconds, default=3.0, help="seconds between redraws (default 3)")
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items() if hasattr(args, flag)}
-    caller = args.command in ("get", "wait", "exec")
+    caller = args.command in ("get", "wait", "exec", "status")
     return load_settings(args.config, overrides=overrides, stdout_is_tty=sys.stdout.isatty(), caller=caller)
 
 
@@ -164,6 +175,14 @@ def _wait(args: argparse.Namespace) -> int:
                 raise last
             raise WaitTimedOut(f"timed out waiting for the agent ({last.message})")
         time.sleep(WAIT_POLL_SECONDS)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from agent.cli.status import show
+
+    terminal = sys.stdout.isatty()  # colour and redraw in place only on a terminal
+    client = AgentClient(_settings(args), timeout=WAIT_REQUEST_TIMEOUT_SECONDS if args.watch else TIMEOUT_SECONDS)
+    return show(client, watch=args.watch, interval=args.interval, colour=terminal, clear=terminal)
 
 
 def _exec(args: argparse.Namespace) -> int:
@@ -227,7 +246,7 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = ("run", "check-config", "demo", "audit", "get", "wait", "exec")
+COMMANDS = ("run", "check-config", "demo", "audit", "get", "wait", "exec", "status")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _wait(args)
         if command == "exec":
             return _exec(args)
+        if command == "status":
+            return _status(args)
         if command == "demo":
             from agent.dev.demo import run_demo
 
