@@ -88,7 +88,7 @@ def _rotation(rotation: dict[str, Any] | None, now: float) -> str:
     rotation = rotation or {}
     enabled = rotation.get("enabled")
     if enabled is None:
-        return "?"
+        return "-"  # not described yet
     if not enabled:
         return "off"
     upcoming = _time(rotation.get("next"))
@@ -155,7 +155,7 @@ def _header(status: dict[str, Any], now: float, colour: bool) -> str:
     parts = [
         f"secrets-agent {agent.get('version', '?')}",
         f"up {duration(agent.get('uptime_seconds'))}",
-        "ready" if agent.get("ready") else _paint("not ready", "failed", colour),
+        "ready" if agent.get("ready") else _paint(f"not ready ({agent.get('ready_reason') or '?'})", "failed", colour),
     ]
     if upstream.get("healthy"):
         parts.append(f"upstream ok (last success {_ago(now, upstream.get('last_success'))})")
@@ -197,6 +197,9 @@ def render(status: dict[str, Any], *, colour: bool = False) -> str:
     for secret, row in zip(secrets, rows, strict=True):
         out.append(line(row, row[1]))
         out.append(f"  24h [{_strip_text(strip(secret, now), colour)}] now")
+        reason = secret.get("health_reason")
+        if secret.get("health") != "ok" and reason:
+            out.append(f"  why: {reason}")
     if not secrets:
         out.append("(no cached secrets this client may read)")
     out += ["", _paint(f"timeline: {LEGEND}", "dim", colour)]

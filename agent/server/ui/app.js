@@ -74,8 +74,10 @@ function sortSecrets(secrets) {
   );
 }
 
-function badge(health) {
-  return element("span", `badge ${health}`, health);
+function badge(secret) {
+  const item = element("span", `badge ${secret.health}`, secret.health);
+  if (secret.health_reason && secret.health_reason !== secret.health) item.title = secret.health_reason;
+  return item;
 }
 
 function renderSummary(status, now) {
@@ -83,7 +85,7 @@ function renderSummary(status, now) {
   const parts = [
     `v${agent.version}`,
     `up ${formatSeconds(agent.uptime_seconds)}`,
-    agent.ready ? "ready" : "not ready",
+    agent.ready ? "ready" : `not ready${agent.ready_reason ? `: ${agent.ready_reason}` : ""}`,
     upstream.healthy ? `upstream healthy (last success ${ago(now, upstream.last_success)})` : `upstream failing ×${upstream.failure_burst}`,
     `${cache.secrets} secrets cached, hit ratio ${cache.hit_ratio === null ? "—" : `${(cache.hit_ratio * 100).toFixed(1)} %`}`,
   ];
@@ -99,7 +101,7 @@ function renderSummary(status, now) {
 }
 
 function rotationText(rotation, now) {
-  if (!rotation || rotation.enabled === null || rotation.enabled === undefined) return "unknown";
+  if (!rotation || rotation.enabled === null || rotation.enabled === undefined) return "—"; // not described yet
   if (!rotation.enabled) return "off";
   const schedule = rotation.schedule ? `${rotation.schedule}, ` : "";
   return `${schedule}next ${until(now, rotation.next)}`;
@@ -114,7 +116,8 @@ function renderTable(secrets, now) {
     name.scope = "row";
     name.title = secret.arn;
     const health = element("td");
-    health.append(badge(secret.health));
+    health.append(badge(secret));
+    if (secret.health !== "ok" && secret.health_reason) health.append(element("div", "reason", secret.health_reason));
     const version = element("td", "mono", shortVersion(secret.version_id));
     version.title = `${secret.version_id ?? ""} (${(secret.versions || []).length} cached)`;
     const reads = secret.reads || [];
@@ -153,7 +156,7 @@ function renderTimelines(secrets, now) {
     const figure = element("figure", "secret-timeline");
     figure.dataset.secret = secret.name;
     const caption = element("figcaption");
-    caption.append(element("span", "name", secret.name), badge(secret.health));
+    caption.append(element("span", "name", secret.name), badge(secret));
     figure.append(caption, drawTimeline(secret, state.range, now, width));
     return figure;
   });
