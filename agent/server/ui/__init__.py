@@ -26,6 +26,8 @@ ASSETS: dict[str, tuple[str, str]] = {
     "/ui/app.js": ("app.js", "text/javascript"),
     "/ui/timeline.js": ("timeline.js", "text/javascript"),
     "/ui/style.css": ("style.css", "text/css"),
+    # Named by the page, so the browser never asks for /favicon.ico (a token-protected 403 and an auth failure).
+    "/ui/icon.svg": ("icon.svg", "image/svg+xml"),
 }
 PATHS = frozenset(ASSETS)
 HEADERS = {

@@ -62,12 +62,6 @@ function breakable(name) {
   return parts;
 }
 
-function until(now, value) {
-  const time = parseTime(value);
-  if (time === null) return "—";
-  return time >= now ? `in ${formatSeconds((time - now) / 1000)}` : `${formatSeconds((now - time) / 1000)} ago`;
-}
-
 function sortSecrets(secrets) {
   return [...secrets].sort(
     (a, b) => (HEALTH_ORDER[a.health] ?? 5) - (HEALTH_ORDER[b.health] ?? 5) || a.name.localeCompare(b.name),
@@ -104,7 +98,9 @@ function rotationText(rotation, now) {
   if (!rotation || rotation.enabled === null || rotation.enabled === undefined) return "—"; // not described yet
   if (!rotation.enabled) return "off";
   const schedule = rotation.schedule ? `${rotation.schedule}, ` : "";
-  return `${schedule}next ${until(now, rotation.next)}`;
+  const next = parseTime(rotation.next);
+  if (next === null) return rotation.schedule || "on";
+  return next >= now ? `${schedule}next in ${formatSeconds((next - now) / 1000)}` : `${schedule}due ${formatSeconds((now - next) / 1000)} ago`;
 }
 
 function renderTable(secrets, now) {

@@ -137,7 +137,7 @@ export function drawTimeline(secret, range, now, width) {
   reads.forEach((client, index) => {
     const y = BAND + index * STRIP;
     svg.append(node("rect", { class: "strip", x: gutter, y: y + 1, width: right - gutter, height: STRIP - 3 }));
-    const { sums, size } = buckets(client.hourly || [], start, now, x, 3);
+    const { sums, size } = buckets(client.hourly || [], start, now, x, 4);
     const most = Math.max(1, ...sums.values());
     let total = 0;
     for (const [time, count] of sums) {
@@ -147,36 +147,38 @@ export function drawTimeline(secret, range, now, width) {
         class: "reads",
         x: x1,
         y: y + 1,
-        width: Math.max(1, x(time + size) - x1),
+        width: Math.max(4, x(time + size) - x1), // the current hour may have just begun: keep it visible
         height: STRIP - 3,
         "fill-opacity": (0.25 + 0.75 * Math.sqrt(count / most)).toFixed(2),
       });
       cell.append(node("title", {}, `${client.client}: ${count} reads from ${new Date(time).toISOString()}`));
       svg.append(cell);
     }
-    const label = node("text", { class: "row-label", x: 4, y: y + STRIP - 3 }, truncate(client.client, width < 520 ? 9 : 16));
+    const name = truncate(client.client, width < 520 ? 7 : 12);
+    const label = node("text", { class: "row-label", x: 4, y: y + STRIP - 3 }, `${name} ${total}`);
     label.append(node("title", {}, `${client.client}: ${total} reads in this range`));
     svg.append(label);
   });
 
-  // Rotations, newest first (history's order): each labelled if its label fits left of the newer one's.
-  let freeUntil = width;
+  // Rotations, newest first (history's order). A label sits just left of its marker, whose line then
+  // rises through the label's row; a label that would overlap a newer one's is left out (hover for it).
+  let freeUntil = Infinity;
   for (const entry of secret.history || []) {
     const seen = parseTime(entry.seen_at);
     if (seen === null || seen < start || seen > now) continue;
     const px = x(seen);
     const group = node("g", { class: `rotation how-${entry.how}`, "data-version": entry.version_id });
-    group.append(node("line", { x1: px, x2: px, y1: 12, y2: bottom }));
-    group.append(node("circle", { cx: px, cy: 14, r: 3.5 }));
     const delay = entry.delay_seconds === null || entry.delay_seconds === undefined ? "" : ` · ${formatSeconds(entry.delay_seconds)}`;
     const text = `${shortVersion(entry.version_id)}${delay}`;
     const estimate = text.length * CHAR;
-    const anchorEnd = px + 6 + estimate > right;
-    const left = anchorEnd ? px - 6 - estimate : px + 6;
-    const rightEdge = anchorEnd ? px - 6 : px + 6 + estimate;
-    if (rightEdge < freeUntil - 4) {
-      group.append(node("text", { class: "marker", x: anchorEnd ? px - 6 : px + 6, y: 10, "text-anchor": anchorEnd ? "end" : "start" }, text));
-      freeUntil = left;
+    const flip = px - 4 - estimate < 2; // no room on the left (near the start): the label goes right
+    const left = flip ? px + 4 : px - 4 - estimate;
+    const labelled = left + estimate < freeUntil - 6;
+    group.append(node("line", { x1: px, x2: px, y1: labelled ? 1 : 12, y2: bottom }));
+    group.append(node("circle", { cx: px, cy: 14, r: 3.5 }));
+    if (labelled) {
+      group.append(node("text", { class: "marker", x: flip ? px + 4 : px - 4, y: 10, "text-anchor": flip ? "start" : "end" }, text));
+      freeUntil = Math.min(left, px - 2);
     }
     const previous = entry.previous_version_id ? `${entry.previous_version_id} → ` : "";
     group.append(
