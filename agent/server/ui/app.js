@@ -219,7 +219,8 @@ async function refresh() {
 
 function schedule() {
   clearTimeout(state.timer);
-  if (state.token && state.interval > 0) {
+  // A hidden tab stops asking; it refreshes at once when shown again (visibilitychange below).
+  if (state.token && state.interval > 0 && !document.hidden) {
     state.timer = setTimeout(refresh, state.interval * 1000);
   }
 }
@@ -249,6 +250,9 @@ function start() {
   $("interval").addEventListener("change", (event) => {
     state.interval = Number(event.target.value);
     schedule();
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && state.token) refresh();
   });
   let resizing = null;
   window.addEventListener("resize", () => {
