@@ -31,7 +31,7 @@ from agent.core.errors import (
     ReadNotFound,
     WaitTimedOut,
 )
-from agent.delivery.client import TIMEOUT_SECONDS, AgentClient
+from agent.delivery.client import AgentClient
 
 WAIT_POLL_SECONDS = 0.2
 WAIT_REQUEST_TIMEOUT_SECONDS = 2.0
@@ -181,7 +181,7 @@ def _status(args: argparse.Namespace) -> int:
     from agent.cli.status import show
 
     terminal = sys.stdout.isatty()  # colour and redraw in place only on a terminal
-    client = AgentClient(_settings(args), timeout=WAIT_REQUEST_TIMEOUT_SECONDS if args.watch else TIMEOUT_SECONDS)
+    client = AgentClient(_settings(args))  # the default 10 s: a large agent's /status is megabytes
     return show(client, watch=args.watch, interval=args.interval, colour=terminal, clear=terminal)
 
 
