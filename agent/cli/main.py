@@ -268,8 +268,8 @@ def _sweep_queues(args: argparse.Namespace) -> int:
         for arn in report.subscriptions_removed:
             print(f"{verb} subscription {arn}")
         print(
-            f"{len(report.queues_removed)} queues and {len(report.subscriptions_removed)} subscriptions {verb}; "
-            f"{len(report.queues_kept)} live queues kept"
+            f"{verb} {len(report.queues_removed)} queues and {len(report.subscriptions_removed)} subscriptions; "
+            f"kept {len(report.queues_kept)} live queues"
         )
         return EXIT_OK
 

@@ -1,0 +1,160 @@
+"""Pure logic of SNS fan-out: queue names, the queue policy, the filter policy and its limits, the sweep's clock."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from agent.core.errors import UpstreamRejected
+from agent.upstream.calls import UpstreamCalls
+from agent.upstream.fanout import (
+    MAX_COMBINATIONS,
+    NO_FILTER,
+    NOTHING_CACHED,
+    QUEUE_NAME_MAX,
+    FanoutQueue,
+    build_filter,
+    complexity,
+    filter_values,
+    queue_name,
+    queue_policy,
+)
+from agent.upstream.sweep import heartbeat_of
+
+ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:{}-AbCdEf"
+SQS_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+
+
+def secret(name: str) -> tuple[str, str]:
+    return ARN.format(name), name
+
+
+def test_queue_name_keeps_prefix_host_and_suffix() -> None:
+    """A plain host name is kept whole between the prefix and the random suffix."""
+    assert queue_name("secrets-agent-", "web-7f9c", "0a1b2c3d") == "secrets-agent-web-7f9c-0a1b2c3d"
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["ip-10-0-0-1.eu-west-1.compute.internal", "x" * 300, "...", "", "pod_name with spaces/and:colons"],
+)
+def test_queue_name_within_sqs_rules(host: str) -> None:
+    """Whatever the host name, the name is SQS-legal (1..80 of A-Z a-z 0-9 - _) with the prefix and suffix."""
+    name = queue_name("secrets-agent-", host, "0a1b2c3d")
+    assert SQS_NAME.fullmatch(name) and len(name) <= QUEUE_NAME_MAX
+    assert name.startswith("secrets-agent-") and name.endswith("-0a1b2c3d")
+
+
+def test_queue_name_dots_become_dashes() -> None:
+    """An EC2-style host name's dots become dashes."""
+    assert queue_name("p-", "ip-10-0-0-1.ec2.internal", "ff") == "p-ip-10-0-0-1-ec2-internal-ff"
+
+
+def test_queue_policy_admits_only_the_topic() -> None:
+    """The queue policy allows SNS to send to this queue only on behalf of this topic."""
+    policy = json.loads(queue_policy("arn:aws:sqs:r:1:q", "arn:aws:sns:r:1:t"))
+    (statement,) = policy["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Principal"] == {"Service": "sns.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage" and statement["Resource"] == "arn:aws:sqs:r:1:q"
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": "arn:aws:sns:r:1:t"}}
+
+
+def test_filter_values_name_and_arn_prefix_deduplicated() -> None:
+    """Each secret is matched by its name and by a prefix covering its partial and full ARN, once each."""
+    values = filter_values([secret("b"), secret("a"), secret("a"), (ARN.format("c"), None)])
+    assert values == ["a", "b", *({"prefix": ARN.format(n)[:-7]} for n in "abc")]
+
+
+def test_filter_matches_where_the_events_name_the_secret() -> None:
+    """The policy filters the message body at detail.requestParameters.secretId (what CloudTrail API events carry)."""
+    applied = build_filter([secret("app/db")])
+    assert applied.filtered and applied.values == 2
+    policy = json.loads(applied.policy)
+    assert policy == {"detail": {"requestParameters": {"secretId": ["app/db", {"prefix": ARN.format("app/db")[:-7]}]}}}
+
+
+def test_nothing_cached_matches_nothing() -> None:
+    """With nothing cached the filter lets no event through (an empty array is not a valid policy)."""
+    policy = json.loads(build_filter([]).policy)
+    assert policy["detail"]["requestParameters"]["secretId"] == [NOTHING_CACHED]
+
+
+def test_filter_within_150_combinations() -> None:
+    """25 secrets (50 values at depth 3) fit SNS's 150 combinations; one more and the agent goes unfiltered."""
+    assert complexity(50) == MAX_COMBINATIONS
+    fits = build_filter([secret(f"s{i}") for i in range(25)])
+    assert fits.filtered and fits.values == 50
+    over = build_filter([secret(f"s{i}") for i in range(26)])
+    assert over.policy == NO_FILTER and not over.filtered
+    assert over.reason is not None and "156 combinations" in over.reason
+
+
+def test_filter_within_256_kb() -> None:
+    """A policy over 256 KB is not sent: no filter, and the reason says so."""
+    huge = [(ARN.format("n" * 6000 + str(i)), None) for i in range(45)]
+    applied = build_filter(huge)
+    assert applied.policy == NO_FILTER and applied.reason is not None and "256 KB" in applied.reason
+
+
+def test_heartbeat_of_tags() -> None:
+    """Only a queue carrying the agent's host tag is an agent's; its heartbeat, else its creation time, dates it."""
+    assert heartbeat_of({"other": "x"}) is None
+    assert heartbeat_of({"secrets-agent:host": "h", "secrets-agent:heartbeat": "200", "secrets-agent:created-at": "1"})
+    assert heartbeat_of({"secrets-agent:host": "h", "secrets-agent:created-at": "100"}) == 100.0
+    assert heartbeat_of({"secrets-agent:host": "h", "secrets-agent:heartbeat": "junk"}) == 0.0
+
+
+class RefusingSns:
+    """An SNS client stand-in that refuses any filter policy but the empty one (a quota SNS enforces)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def set_subscription_attributes(self, **kwargs: Any) -> None:
+        self.sent.append(kwargs["AttributeValue"])
+        if kwargs["AttributeValue"] != NO_FILTER:
+            error = {"Error": {"Code": "FilterPolicyLimitExceeded", "Message": "too many"}}
+            raise ClientError(error, "SetSubscriptionAttributes")  # type: ignore[arg-type]
+
+
+async def test_refused_filter_goes_unfiltered_once() -> None:
+    """A refused filter gives way to none, is not resent for the same cache, and is retried when the cache changes."""
+    cached = [secret("a")]
+    sns = RefusingSns()
+    calls = UpstreamCalls(max_workers=1)
+    try:
+        fanout = FanoutQueue(None, sns, calls, "arn:aws:sns:r:1:t", lambda: cached, prefix="p-", name="p-q")
+        fanout.subscription_arn = "arn:aws:sns:r:1:t:sub"
+        assert await fanout.update_filter()
+        assert sns.sent == [build_filter(cached).policy, NO_FILTER]
+        assert fanout.applied is not None and not fanout.applied.filtered
+        assert not await fanout.update_filter()  # same cache: the refused policy is not sent again
+        cached.append(secret("b"))
+        assert await fanout.update_filter()
+        assert sns.sent[2:] == [build_filter(cached).policy]  # already unfiltered: no second "{}"
+    finally:
+        calls.close()
+
+
+async def test_transient_filter_failure_is_raised_for_retry() -> None:
+    """A throttled SetSubscriptionAttributes is raised (and retried by the maintenance loop), not taken as refusal."""
+
+    class Throttled:
+        def set_subscription_attributes(self, **_: Any) -> None:
+            raise ClientError({"Error": {"Code": "Throttling", "Message": "slow"}}, "SetSubscriptionAttributes")  # type: ignore[arg-type]
+
+    calls = UpstreamCalls(max_workers=1)
+    try:
+        fanout = FanoutQueue(
+            None, Throttled(), calls, "arn:aws:sns:r:1:t", lambda: [secret("a")], prefix="p-", name="q"
+        )
+        fanout.subscription_arn = "sub"
+        with pytest.raises(Exception) as caught:
+            await fanout.update_filter()
+        assert not isinstance(caught.value, UpstreamRejected) and fanout.applied is None
+    finally:
+        calls.close()
