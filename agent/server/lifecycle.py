@@ -307,8 +307,8 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._bound_socket: str | None = None  # only ever unlink a socket this process created
 
-    def _listener(self, queue_url: str) -> EventListener:
-        """An :class:`EventListener` on ``queue_url`` refreshing the agent's own cache."""
+    def _listener(self, queue_url: str, *, owned: bool = False) -> EventListener:
+        """An :class:`EventListener` on ``queue_url`` refreshing the agent's own cache (``owned``: its own queue)."""
         refresher = self.components.refresher
 
         async def refresh_named(secret_ref: str) -> bool:
@@ -321,10 +321,11 @@ class Agent:
             refresh_named,
             metrics=self.metrics,
             wait_seconds=self.settings.events.wait_time_seconds,
+            owned=owned,
         )
 
     async def _listen(self, queue_url: str) -> None:
-        await self._listener(queue_url).run()
+        await self._listener(queue_url, owned=True).run()
 
     def _client_in(self, region: str) -> Any:
         """The agent's Secrets Manager client for another region (cross-region ARNs), paced as the others."""

@@ -81,6 +81,22 @@ async def test_own_queue_subscribed_filtered_and_removed_on_stop(
         tags = sqs.list_queue_tags(QueueUrl=url)["Tags"]
         assert {TAG_HOST, TAG_CREATED, TAG_HEARTBEAT} <= set(tags) and tags[TAG_TOPIC] == topic
         assert abs(float(tags[TAG_HEARTBEAT]) - time.time()) < 3600
+        # fan/db2's ARN starts with fan/db's partial ARN, so its event passes the filter: the agent ignores it
+        # and, the queue being its own, deletes it rather than leaving it to be redelivered.
+        lookalike = sm.create_secret(Name="fan/db2", SecretString="x")["ARN"]
+        sns.publish(TopicArn=topic, Message=eventbridge_message("PutSecretValue", lookalike))
+
+        async def ignored() -> bool:
+            return await agent.metric("secrets_agent_event_messages_total", outcome="ignored") == 1
+
+        await eventually(ignored, timeout=10, interval=0.1, message="the look-alike event to be ignored")
+
+        def queue_empty() -> bool:
+            names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+            counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+            return sum(int(counts[name]) for name in names) == 0
+
+        await eventually(queue_empty, timeout=10, interval=0.1, message="the ignored message to be deleted")
     assert subscriptions(sns, topic) == []
     assert queues(sqs) == []
 
