@@ -21,9 +21,11 @@ CloudTrail events to one SNS topic, and every agent brings its own queue:
    first read, say) is applied in one ``SetSubscriptionAttributes`` call, so a
    burst of new secrets costs one call, not one each. Past SNS's limits (150
    combinations, 256 KB; :data:`MAX_COMBINATIONS`) or if SNS refuses the
-   policy (its 200-filter-policies-per-topic default quota), the subscription
-   goes unfiltered and a log line (``sns_filter_off``) says why: the agent
-   still refreshes only what it caches, it just receives more.
+   policy (a limit it counts differently), the filter becomes "every Secrets
+   Manager event" (:data:`NO_FILTER`) and a log line (``sns_filter_off``) says
+   why: the agent still refreshes only what it caches, it just receives more.
+   If SNS refuses any policy at Subscribe (its 200-filter-policies-per-topic
+   default quota), the agent subscribes without one and stays so until restarted.
 5. **Heartbeat**: every :data:`HEARTBEAT_SECONDS` the queue's
    :data:`TAG_HEARTBEAT` tag is set to the current time. A SIGKILL leaves a
    queue and a subscription behind; ``secrets-agent sweep-queues``
@@ -78,7 +80,9 @@ MAX_POLICY_BYTES = 256 * 1024
 FILTER_PATH = ("detail", "requestParameters", "secretId")
 # Matches no secret: Secrets Manager names use only letters, digits and /_+=.@- (no spaces or parentheses).
 NOTHING_CACHED = "(nothing cached)"
-NO_FILTER = "{}"
+# "No filter" is still a body policy (every Secrets Manager event, which is all the rule sends), so the
+# subscription keeps its MessageBody scope and can go back to a filter when the cache shrinks.
+NO_FILTER = '{"source":["aws.secretsmanager"]}'
 
 TAG_HOST = "secrets-agent:host"
 TAG_CREATED = "secrets-agent:created-at"
@@ -197,6 +201,7 @@ class FanoutQueue:
         self.subscription_arn: str | None = None
         self.applied: Filter | None = None
         self._refused: str | None = None  # a policy SNS refused: not sent again until the cache changes
+        self._bare = False  # subscribed with no policy at all (SNS refused one): stays so, scope cannot change
 
     # ------------------------------------------------------------------ start
 
@@ -234,27 +239,37 @@ class FanoutQueue:
                 Attributes={"Policy": queue_policy(self.queue_arn, self.topic_arn)},
             )
             wanted = build_filter(self._cached())
-            subscribed = await self._calls.call(
-                "Subscribe",
-                self._sns.subscribe,
-                service=SNS,
-                TopicArn=self.topic_arn,
-                Protocol="sqs",
-                Endpoint=self.queue_arn,
-                Attributes={
-                    "RawMessageDelivery": "true",
-                    "FilterPolicyScope": "MessageBody",
-                    "FilterPolicy": wanted.policy,
-                },
-                ReturnSubscriptionArn=True,
-            )
-            self.subscription_arn = str(subscribed["SubscriptionArn"])
+            try:
+                self.subscription_arn = await self._subscribe(wanted)
+            except UpstreamError as exc:
+                if exc.transient or not wanted.filtered:
+                    raise
+                # SNS refused the filter (its filter-policy quota, say): subscribe without one rather than not at all.
+                self._bare = True
+                wanted = Filter(NO_FILTER, wanted.values, f"SNS refused the filter policy: {exc.code}")
+                self.subscription_arn = await self._subscribe(wanted)
         except BaseException:
             await self.close()
             raise
         self._applied(wanted)
         log.info("sns_subscribed", topic=self.topic_arn, queue=self.name, filter_values=wanted.values)
         return self.queue_url
+
+    async def _subscribe(self, wanted: Filter) -> str:
+        attributes = {"RawMessageDelivery": "true"}
+        if not self._bare:
+            attributes |= {"FilterPolicyScope": "MessageBody", "FilterPolicy": wanted.policy}
+        subscribed = await self._calls.call(
+            "Subscribe",
+            self._sns.subscribe,
+            service=SNS,
+            TopicArn=self.topic_arn,
+            Protocol="sqs",
+            Endpoint=self.queue_arn,
+            Attributes=attributes,
+            ReturnSubscriptionArn=True,
+        )
+        return str(subscribed["SubscriptionArn"])
 
     async def open_with_retries(self) -> str:
         """:meth:`open` until it succeeds, backing off (full jitter) between tries."""
@@ -271,7 +286,7 @@ class FanoutQueue:
 
     async def update_filter(self) -> bool:
         """Apply the filter for what is cached now, if it changed; True when a call was made."""
-        if self.subscription_arn is None:
+        if self.subscription_arn is None or self._bare:
             return False
         wanted = build_filter(self._cached())
         if self.applied is not None and wanted.policy == self.applied.policy:
@@ -322,16 +337,19 @@ class FanoutQueue:
 
     async def maintain(self) -> None:
         """Until cancelled: keep the filter current (debounced) and the heartbeat fresh; failures are retried."""
-        last_beat = time.monotonic()
+        next_beat = time.monotonic() + HEARTBEAT_SECONDS
         while True:
             await asyncio.sleep(FILTER_CHECK_SECONDS)
             try:
                 await self.update_filter()
-                if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+            except UpstreamError as exc:  # tried again next round
+                log.warning("sns_filter_update_failed", queue=self.name, error=exc.code)
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + HEARTBEAT_SECONDS  # a failed beat waits for the next one
+                try:
                     await self.heartbeat()
-                    last_beat = time.monotonic()
-            except UpstreamError as exc:  # logged by UpstreamCalls; tried again next round
-                log.warning("sns_maintenance_failed", queue=self.name, error=exc.code)
+                except UpstreamError as exc:
+                    log.warning("sns_heartbeat_failed", queue=self.name, error=exc.code)
 
     async def run(self, listen: Listen) -> None:
         """Open the queue (retrying), then listen on it and maintain it until cancelled."""

@@ -109,7 +109,7 @@ def test_heartbeat_of_tags() -> None:
 
 
 class RefusingSns:
-    """An SNS client stand-in that refuses any filter policy but the empty one (a quota SNS enforces)."""
+    """An SNS client stand-in that refuses any filter policy but the match-all one (a limit SNS counts its own way)."""
 
     def __init__(self) -> None:
         self.sent: list[str] = []
@@ -117,7 +117,7 @@ class RefusingSns:
     def set_subscription_attributes(self, **kwargs: Any) -> None:
         self.sent.append(kwargs["AttributeValue"])
         if kwargs["AttributeValue"] != NO_FILTER:
-            error = {"Error": {"Code": "FilterPolicyLimitExceeded", "Message": "too many"}}
+            error = {"Error": {"Code": "InvalidParameter", "Message": "Filter policy is too complex"}}
             raise ClientError(error, "SetSubscriptionAttributes")  # type: ignore[arg-type]
 
 
@@ -135,7 +135,7 @@ async def test_refused_filter_goes_unfiltered_once() -> None:
         assert not await fanout.update_filter()  # same cache: the refused policy is not sent again
         cached.append(secret("b"))
         assert await fanout.update_filter()
-        assert sns.sent[2:] == [build_filter(cached).policy]  # already unfiltered: no second "{}"
+        assert sns.sent[2:] == [build_filter(cached).policy]  # already unfiltered: NO_FILTER not sent again
     finally:
         calls.close()
 
@@ -156,5 +156,50 @@ async def test_transient_filter_failure_is_raised_for_retry() -> None:
         with pytest.raises(Exception) as caught:
             await fanout.update_filter()
         assert not isinstance(caught.value, UpstreamRejected) and fanout.applied is None
+    finally:
+        calls.close()
+
+
+class QuotaSns:
+    """SNS at its filter-policy quota: Subscribe with any filter policy is refused, without one accepted."""
+
+    def __init__(self) -> None:
+        self.subscribed: list[dict[str, str]] = []
+        self.updates = 0
+
+    def subscribe(self, **kwargs: Any) -> dict[str, str]:
+        if "FilterPolicy" in kwargs["Attributes"]:
+            error = {"Error": {"Code": "FilterPolicyLimitExceeded", "Message": "quota"}}
+            raise ClientError(error, "Subscribe")  # type: ignore[arg-type]
+        self.subscribed.append(kwargs["Attributes"])
+        return {"SubscriptionArn": "arn:aws:sns:r:1:t:sub"}
+
+    def set_subscription_attributes(self, **_: Any) -> None:
+        self.updates += 1
+
+
+class FakeSqs:
+    """Enough of SQS for FanoutQueue.open()."""
+
+    def create_queue(self, **kwargs: Any) -> dict[str, str]:
+        return {"QueueUrl": "https://sqs/q"}
+
+    def get_queue_attributes(self, **_: Any) -> dict[str, Any]:
+        return {"Attributes": {"QueueArn": "arn:aws:sqs:r:1:q"}}
+
+    def set_queue_attributes(self, **_: Any) -> None:
+        return None
+
+
+async def test_filter_quota_at_subscribe_subscribes_bare() -> None:
+    """Refused a filter at Subscribe (quota), the agent subscribes without one (raw) and stops trying to filter."""
+    sns = QuotaSns()
+    calls = UpstreamCalls(max_workers=1)
+    try:
+        fanout = FanoutQueue(FakeSqs(), sns, calls, "arn:aws:sns:r:1:t", lambda: [secret("a")], prefix="p-", name="q")
+        assert await fanout.open() == "https://sqs/q"
+        assert sns.subscribed == [{"RawMessageDelivery": "true"}]
+        assert fanout.applied is not None and not fanout.applied.filtered
+        assert not await fanout.update_filter() and sns.updates == 0
     finally:
         calls.close()
