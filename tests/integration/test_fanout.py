@@ -118,6 +118,35 @@ async def test_filter_follows_secrets_cached_later(sm: Any, moto: MotoServer, ru
         await wait_for_value(agent, "/value/late/key", "new", timeout=10)
 
 
+async def test_past_snss_limit_every_event_is_delivered(sm: Any, moto: MotoServer, run_agent: AgentFactory) -> None:
+    """With 26 secrets cached (52 values, over 150 combinations) the filter becomes every Secrets Manager event."""
+    sns, _ = clients(moto)
+    topic = sns.create_topic(Name="big")["TopicArn"]
+    names = [f"big/s{i:02d}" for i in range(26)]
+    arns = [sm.create_secret(Name=name, SecretString="old")["ARN"] for name in names]
+    async with run_agent(
+        moto.url,
+        unix=False,
+        events__sns_topic_arn=topic,
+        events__wait_time_seconds=1,
+        refresh__interval_seconds=3600,
+        prefetch__secrets=names,
+    ) as agent:
+        await agent.wait_ready()
+
+        def unfiltered() -> bool:
+            policies = [
+                sns.get_subscription_attributes(SubscriptionArn=sub["SubscriptionArn"])["Attributes"]["FilterPolicy"]
+                for sub in subscriptions(sns, topic)
+            ]
+            return [json.loads(policy) for policy in policies] == [{"source": ["aws.secretsmanager"]}]
+
+        await eventually(unfiltered, timeout=15, interval=0.2, message="the filter to give way to every event")
+        sm.put_secret_value(SecretId=names[-1], SecretString="new")
+        sns.publish(TopicArn=topic, Message=eventbridge_message("PutSecretValue", arns[-1]))
+        await wait_for_value(agent, f"/value/{names[-1]}", "new", timeout=10)
+
+
 async def test_rotation_event_reaches_two_agents_through_one_topic(
     sm: Any, moto: MotoServer, run_agent: AgentFactory
 ) -> None:
