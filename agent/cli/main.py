@@ -245,7 +245,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _sweep_queues(args: argparse.Namespace) -> int:
     from agent.upstream.calls import UpstreamCalls
-    from agent.upstream.session import build_clients
+    from agent.upstream.session import build_clients, caller_identity
     from agent.upstream.sweep import DEFAULT_OLDER_THAN_SECONDS, Sweeper
 
     settings = _settings(args)
@@ -260,7 +260,10 @@ def _sweep_queues(args: argparse.Namespace) -> int:
     calls = UpstreamCalls(max_workers=2)
 
     async def sweep() -> int:
-        sweeper = Sweeper(clients.sqs, clients.sns, calls, prefix=prefix, clock=time.time)
+        account = (await caller_identity(clients, calls))["account"]  # whose queues a dangling subscription names
+        sweeper = Sweeper(
+            clients.sqs, clients.sns, calls, prefix=prefix, region=clients.region, account=account, clock=time.time
+        )
         report = await sweeper.sweep(older_than=older_than, topics=topics, dry_run=args.dry_run)
         verb = "would remove" if args.dry_run else "removed"
         for url in report.queues_removed:

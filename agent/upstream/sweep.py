@@ -13,13 +13,15 @@ scheduled job:
   ``older_than`` seconds (a live agent refreshes it every
   :data:`~agent.upstream.fanout.HEARTBEAT_SECONDS`) is deleted, after its
   subscriptions on the topic it names (:data:`~agent.upstream.fanout.TAG_TOPIC`);
-- a subscription on one of those topics (or one given with ``--topic-arn``)
-  whose endpoint is an SQS queue with the prefix, in this account and region,
-  that no longer exists is removed.
+- a subscription on a topic given with ``--topic-arn`` (or
+  ``events.sns_topic_arn``) whose endpoint is an SQS queue with the prefix, in
+  this account and region, that no longer exists is removed.
 
-Subscriptions are listed before queues, so an agent that creates its queue and
-subscribes during a sweep is never mistaken for a dangling subscription. Every
-call goes through :class:`~agent.upstream.calls.UpstreamCalls`.
+Those topics' subscriptions are listed before the queues, so an agent that
+creates its queue and subscribes during a sweep is never mistaken for a
+dangling subscription (a topic known only from a queue's tag is listed later,
+and used only to unsubscribe that queue). Every call goes through
+:class:`~agent.upstream.calls.UpstreamCalls`.
 """
 
 from __future__ import annotations
@@ -70,15 +72,22 @@ def heartbeat_of(tags: dict[str, str]) -> float | None:
     return 0.0  # an agent's queue with no readable time: as old as can be
 
 
-def queue_name_of(arn: str) -> str:
-    """The queue name in an SQS ARN."""
-    return arn.rsplit(":", 1)[-1]
-
-
 class Sweeper:
     """Finds and removes orphaned agent queues and dangling subscriptions."""
 
-    def __init__(self, sqs: Any, sns: Any, calls: UpstreamCalls, *, prefix: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        sqs: Any,
+        sns: Any,
+        calls: UpstreamCalls,
+        *,
+        prefix: str,
+        region: str,
+        account: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self._region = region
+        self._account = account
         self._sqs = sqs
         self._sns = sns
         self._calls = calls
@@ -90,45 +99,37 @@ class Sweeper:
         report = SweepReport()
         known_topics = list(dict.fromkeys(topics))
         # Subscriptions first (see the module docstring), for the topics named; tagged topics are added below.
-        subscriptions = {topic: await self._subscriptions(topic) for topic in known_topics}
-        queues = await self._queues()
+        listed_first = {topic: await self._subscriptions(topic) for topic in known_topics}
+        subscriptions = dict(listed_first)
+        queues, names = await self._queues()
         for topic in dict.fromkeys(q.topic for q in queues if q.topic and q.topic not in subscriptions):
             subscriptions[topic] = await self._subscriptions(topic)
-        existing = {q.arn for q in queues}
         now = self._clock()
         for queue in queues:
             if now - queue.heartbeat < older_than:
                 report.queues_kept.append(queue.url)
                 continue
-            for topic, subs in subscriptions.items():
+            for subs in subscriptions.values():
                 for sub in subs:
-                    if sub["Endpoint"] == queue.arn and (queue.topic in (None, topic)):
+                    if sub["Endpoint"] == queue.arn:
                         await self._unsubscribe(sub["SubscriptionArn"], dry_run, report)
             if not dry_run:
                 await self._quietly("DeleteQueue", self._sqs.delete_queue, SQS, QueueUrl=queue.url)
             report.queues_removed.append(queue.url)
             log.info("sweep_queue", queue=queue.url, silent_for=round(now - queue.heartbeat), dry_run=dry_run)
-        region_account = self._region_account(queues)
-        for subs in subscriptions.values():
+        for subs in listed_first.values():  # only these were listed before the queues
             for sub in subs:
                 endpoint = sub["Endpoint"]
-                if sub["SubscriptionArn"] in report.subscriptions_removed or endpoint in existing:
+                parts = endpoint.split(":")
+                if len(parts) != 6 or parts[2] != "sqs" or parts[3:5] != [self._region, self._account]:
+                    continue  # not a queue, or another region's or account's: not ours to judge
+                if parts[5] in names or not parts[5].startswith(self._prefix):
+                    continue  # the queue exists (an agent's or anyone's), or is not an agent's by name
+                if sub["SubscriptionArn"] in report.subscriptions_removed:
                     continue
-                if not queue_name_of(endpoint).startswith(self._prefix):
-                    continue
-                if region_account is not None and endpoint.split(":")[3:5] != list(region_account):
-                    continue  # another account's or region's queue: not ours to judge
                 log.info("sweep_subscription", subscription=sub["SubscriptionArn"], endpoint=endpoint, dry_run=dry_run)
                 await self._unsubscribe(sub["SubscriptionArn"], dry_run, report)
         return report
-
-    @staticmethod
-    def _region_account(queues: list[QueueSeen]) -> tuple[str, str] | None:
-        for queue in queues:
-            parts = queue.arn.split(":")
-            if len(parts) == 6:
-                return parts[3], parts[4]
-        return None
 
     async def _unsubscribe(self, arn: str, dry_run: bool, report: SweepReport) -> None:
         if arn in report.subscriptions_removed or arn in ("PendingConfirmation", "Deleted"):
@@ -155,8 +156,8 @@ class Sweeper:
             if not token:
                 return found
 
-    async def _queues(self) -> list[QueueSeen]:
-        """The agents' queues under the prefix (every page), with their heartbeat and topic."""
+    async def _queues(self) -> tuple[list[QueueSeen], set[str]]:
+        """The agents' queues under the prefix (every page), with their heartbeat and topic; every name listed."""
         urls: list[str] = []
         token: str | None = None
         while True:
@@ -188,7 +189,7 @@ class Sweeper:
                 raise
             topic = (tags.get("Tags") or {}).get(TAG_TOPIC)
             seen.append(QueueSeen(url, str(attributes["Attributes"]["QueueArn"]), beat, topic))
-        return seen
+        return seen, {url.rstrip("/").rsplit("/", 1)[-1] for url in urls}
 
     async def _quietly(self, operation: str, fn: Callable[..., Any], service: str, **kwargs: Any) -> None:
         try:

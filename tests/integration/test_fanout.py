@@ -201,6 +201,8 @@ async def test_sweep_removes_a_killed_agents_queue_and_leaves_a_live_one(
     sns, sqs = clients(moto)
     topic = sns.create_topic(Name="swept")["TopicArn"]
     bystander = sqs.create_queue(QueueName=PREFIX + "not-an-agent")["QueueUrl"]  # the prefix, but no agent tags
+    bystander_arn = sqs.get_queue_attributes(QueueUrl=bystander, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=bystander_arn)
     dead = agent_process(
         [
             "run",
@@ -227,14 +229,14 @@ async def test_sweep_removes_a_killed_agents_queue_and_leaves_a_live_one(
 
         dry = sweep(moto, "--dry-run", "--topic-arn", topic)
         assert f"would remove queue {orphan}" in dry and "would remove 1 queues and 2 subscriptions" in dry
-        assert len(subscriptions(sns, topic)) == 3 and orphan in queues(sqs)
+        assert len(subscriptions(sns, topic)) == 4 and orphan in queues(sqs)
 
         report = sweep(moto, "--older-than", "1800", "--topic-arn", topic)
         assert "removed 1 queues and 2 subscriptions; kept 1 live queues" in report
         assert sorted(queues(sqs)) == sorted([live_queue, bystander])
-        (remaining,) = subscriptions(sns, topic)
         live_arn = sqs.get_queue_attributes(QueueUrl=live_queue, AttributeNames=["QueueArn"])["Attributes"]
-        assert remaining["Endpoint"] == live_arn["QueueArn"]
+        remaining = sorted(sub["Endpoint"] for sub in subscriptions(sns, topic))
+        assert remaining == sorted([live_arn["QueueArn"], bystander_arn])
         # A second sweep finds nothing more to remove.
         assert "removed 0 queues and 0 subscriptions" in sweep(moto, "--topic-arn", topic)
     assert queues(sqs) == [bystander]
