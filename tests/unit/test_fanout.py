@@ -203,3 +203,72 @@ async def test_filter_quota_at_subscribe_subscribes_bare() -> None:
         assert not await fanout.update_filter() and sns.updates == 0
     finally:
         calls.close()
+
+
+class SweepSqs:
+    """Two agent queues (one silent an hour, one beating) and a foreign one, as SQS lists them."""
+
+    def __init__(self, now: float) -> None:
+        self.tags = {
+            "https://sqs/1/secrets-agent-dead-1": {
+                "secrets-agent:host": "a",
+                "secrets-agent:heartbeat": str(now - 3600),
+            },
+            "https://sqs/1/secrets-agent-live-2": {"secrets-agent:host": "b", "secrets-agent:heartbeat": str(now - 60)},
+            "https://sqs/1/secrets-agent-other": {},
+        }
+        self.deleted: list[str] = []
+
+    def list_queues(self, **_: Any) -> dict[str, Any]:
+        return {"QueueUrls": list(self.tags)}
+
+    def list_queue_tags(self, QueueUrl: str) -> dict[str, Any]:
+        return {"Tags": self.tags[QueueUrl]}
+
+    def get_queue_attributes(self, QueueUrl: str, **_: Any) -> dict[str, Any]:
+        return {"Attributes": {"QueueArn": "arn:aws:sqs:r:1:" + QueueUrl.rsplit("/", 1)[-1]}}
+
+    def delete_queue(self, QueueUrl: str) -> None:
+        self.deleted.append(QueueUrl)
+
+
+class SweepSns:
+    """A topic with subscriptions for each queue, plus one whose queue is gone and one in another account."""
+
+    def __init__(self) -> None:
+        endpoints = ["dead-1", "live-2", "other", "gone-3"]
+        self.subs = [
+            {"SubscriptionArn": f"sub-{name}", "Protocol": "sqs", "Endpoint": f"arn:aws:sqs:r:1:secrets-agent-{name}"}
+            for name in endpoints
+        ]
+        self.subs.append(
+            {"SubscriptionArn": "sub-elsewhere", "Protocol": "sqs", "Endpoint": "arn:aws:sqs:r:2:secrets-agent-x"}
+        )
+        self.removed: list[str] = []
+
+    def list_subscriptions_by_topic(self, **_: Any) -> dict[str, Any]:
+        return {"Subscriptions": self.subs}
+
+    def unsubscribe(self, SubscriptionArn: str) -> None:
+        self.removed.append(SubscriptionArn)
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+async def test_sweep_picks_silent_queues_and_dangling_subscriptions(dry_run: bool) -> None:
+    """Sweep removes the silent agent queue and its subscription and the gone queue's; live, foreign, elsewhere stay."""
+    from agent.upstream.sweep import Sweeper
+
+    now = 10_000.0
+    sqs, sns = SweepSqs(now), SweepSns()
+    calls = UpstreamCalls(max_workers=1)
+    try:
+        sweeper = Sweeper(sqs, sns, calls, prefix="secrets-agent-", region="r", account="1", clock=lambda: now)
+        report = await sweeper.sweep(older_than=1800, topics=["arn:aws:sns:r:1:t"], dry_run=dry_run)
+    finally:
+        calls.close()
+    assert report.queues_removed == ["https://sqs/1/secrets-agent-dead-1"]
+    assert report.queues_kept == ["https://sqs/1/secrets-agent-live-2"]
+    assert report.subscriptions_removed == ["sub-dead-1", "sub-gone-3"]
+    assert (sqs.deleted, sns.removed) == (
+        ([], []) if dry_run else (report.queues_removed, ["sub-dead-1", "sub-gone-3"])
+    )
