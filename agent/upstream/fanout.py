@@ -56,7 +56,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.core.errors import UpstreamError
+from agent.core.errors import UpstreamError, UpstreamRejected
 from agent.core.log import get_logger
 from agent.core.types import partial_arn
 from agent.upstream.calls import UpstreamCalls
@@ -195,6 +195,8 @@ class FanoutQueue:
         self.topic_arn = topic_arn
         self._cached = cached
         self._clock = clock
+        self._prefix = prefix
+        self._fixed_name = name is not None
         self.name = name or new_queue_name(prefix)
         self.queue_url: str | None = None
         self.queue_arn: str | None = None
@@ -207,6 +209,7 @@ class FanoutQueue:
 
     async def open(self) -> str:
         """Create, protect and subscribe the queue; returns its URL. A queue left half-made is deleted."""
+        self._bare = False
         now = str(int(self._clock()))
         reply = await self._calls.call(
             "CreateQueue",
@@ -241,8 +244,8 @@ class FanoutQueue:
             wanted = build_filter(self._cached())
             try:
                 self.subscription_arn = await self._subscribe(wanted)
-            except UpstreamError as exc:
-                if exc.transient or not wanted.filtered:
+            except UpstreamRejected as exc:
+                if not wanted.filtered:
                     raise
                 # SNS refused the filter (its filter-policy quota, say): subscribe without one rather than not at all.
                 self._bare = True
@@ -281,6 +284,8 @@ class FanoutQueue:
                 delay = backoff.next_delay()
                 log.warning("sns_subscribe_failed", topic=self.topic_arn, error=exc.code, retry_in=round(delay, 1))
                 await asyncio.sleep(delay)
+                if not self._fixed_name:
+                    self.name = new_queue_name(self._prefix)  # SQS refuses a just-deleted name for 60 s
 
     # ------------------------------------------------------------------ while running
 
@@ -295,8 +300,8 @@ class FanoutQueue:
             return False
         try:
             await self._set_filter(wanted.policy)
-        except UpstreamError as exc:
-            if exc.transient or not wanted.filtered:
+        except UpstreamRejected as exc:
+            if not wanted.filtered:
                 raise
             # SNS refused the policy (its filter-policy quota, a limit it counts differently): go unfiltered.
             self._refused = wanted.policy

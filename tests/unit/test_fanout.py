@@ -272,3 +272,43 @@ async def test_sweep_picks_silent_queues_and_dangling_subscriptions(dry_run: boo
     assert (sqs.deleted, sns.removed) == (
         ([], []) if dry_run else (report.queues_removed, ["sub-dead-1", "sub-gone-3"])
     )
+
+
+class DenyingOnceSns:
+    """Subscribe refused once for lack of permission (AccessDenied), then allowed."""
+
+    def __init__(self) -> None:
+        self.subscribed: list[dict[str, str]] = []
+        self.denied = False
+
+    def subscribe(self, **kwargs: Any) -> dict[str, str]:
+        if not self.denied:
+            self.denied = True
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "Subscribe")  # type: ignore[arg-type]
+        self.subscribed.append(kwargs["Attributes"])
+        return {"SubscriptionArn": "arn:aws:sns:r:1:t:sub"}
+
+
+class DeletingSqs(FakeSqs):
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    def delete_queue(self, QueueUrl: str) -> None:
+        self.deleted.append(QueueUrl)
+
+
+async def test_denied_subscribe_is_not_taken_for_a_filter_refusal() -> None:
+    """A Subscribe denied by IAM deletes the half-made queue and fails; the next try subscribes with the filter."""
+    from agent.core.errors import UpstreamDenied
+
+    sns, sqs = DenyingOnceSns(), DeletingSqs()
+    calls = UpstreamCalls(max_workers=1)
+    try:
+        fanout = FanoutQueue(sqs, sns, calls, "arn:aws:sns:r:1:t", lambda: [secret("a")], prefix="p-", name="q")
+        with pytest.raises(UpstreamDenied):
+            await fanout.open()
+        assert sqs.deleted == ["https://sqs/q"] and fanout.queue_url is None
+        await fanout.open()
+        assert sns.subscribed[0]["FilterPolicy"] == build_filter([secret("a")]).policy
+    finally:
+        calls.close()
