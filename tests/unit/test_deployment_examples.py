@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+from agent.cli.main import build_parser
 from agent.config import load_settings
 from tests.support.paths import CONFIG
 
@@ -68,6 +69,10 @@ def test_daemonset_serves_the_node_through_a_host_socket(tmp_path: Path) -> None
     mount = next(m for m in app["containers"][0]["volumeMounts"] if m["name"] == "secrets-agent")
     assert mount["readOnly"] and mount["mountPath"] == socket_dir
     assert app["securityContext"]["runAsUser"] in {client.uid for client in settings.clients}
+    # Orphans of killed agents are swept on a schedule, on the topic the agents use, by the CLI's own flags.
+    sweep = by_kind[("CronJob", "secrets-agent-sweep")]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    args = build_parser().parse_args(sweep["containers"][0]["args"])
+    assert args.command == "sweep-queues" and args.topic_arn == [settings.events.sns_topic_arn] and args.config is None
 
 
 def write(path: Path, text: str) -> Path:
