@@ -34,11 +34,13 @@ CloudTrail events to one SNS topic, and every agent brings its own queue:
 6. **Delete** on shutdown: unsubscribe, then delete the queue.
 
 Events that carry the secret only under ``additionalEventData`` (the
-``RotationSucceeded`` service event) do not pass the filter: SNS's body
-filters cannot "or" two keys within the complexity budget (nor can moto's).
+``RotationSucceeded``, ``RotationFailed`` and ``RotationAbandoned`` service
+events) do not pass the filter: an ``$or`` of the two keys would, but moto
+does not implement ``$or`` on message bodies, so nothing here could test it.
 A rotation still reaches the agent through the API calls that make it
 (``PutSecretValue``, ``UpdateSecretVersionStage``), which carry
-``requestParameters.secretId``.
+``requestParameters.secretId``; a failed one is seen in the secret's metadata
+(the rotation watch) instead of at once.
 
 Every call goes through :class:`~agent.upstream.calls.UpstreamCalls` (pool,
 metrics, translated errors).
