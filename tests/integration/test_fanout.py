@@ -212,7 +212,7 @@ async def test_sweep_removes_a_killed_agents_queue_and_leaves_a_live_one(
         ],
         {"SECRETS_AGENT_EVENTS_SNS_TOPIC_ARN": topic, "SECRETS_AGENT_EVENTS_WAIT_TIME_SECONDS": "1"},
     )
-    await asyncio.to_thread(dead.wait_for, '"sns_subscribed"')
+    await asyncio.to_thread(dead.wait_for, '"sns_subscribed"', 60)
     assert await asyncio.to_thread(dead.stop, signal.SIGKILL) == -signal.SIGKILL
     (orphan,) = [url for url in queues(sqs) if url != bystander]
     # An hour on: its heartbeat was last set then.
