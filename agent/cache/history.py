@@ -12,8 +12,9 @@ Three sources feed it, in the order an agent meets them:
    publishes, with the detection delay (seen - the new version's CreatedDate).
 
 An entry is keyed by the version that became current, so the same change
-learnt twice (restored, then seeded) is kept once, the first account winning:
-what the agent observed says more than what upstream remembers.
+learnt twice is kept once: an account the agent observed (now or in an
+earlier run) replaces one inferred from upstream's versions, never the
+reverse, since it says how and when the change was really seen.
 
 Times are wall-clock seconds (``time.time``): they are shown to people.
 """
@@ -31,6 +32,7 @@ from agent.upstream.source import VersionInfo
 # Changes kept per secret, and secrets kept: bounded whatever the agent runs for.
 DEFAULT_PER_SECRET = 50
 DEFAULT_MAX_SECRETS = 10_000
+INFERRED = "history"  # the ``how`` of a change inferred from ListSecretVersionIds
 
 
 @dataclass(frozen=True)
@@ -71,20 +73,25 @@ class RotationHistory:
 
     def superseded_at(self, arn: str, version_id: str) -> float | None:
         """When ``version_id`` stopped being ``AWSCURRENT`` (the change that replaced it was seen), else None."""
-        for change in self._changes.get(arn, ()):
-            if change.previous_version_id == version_id:
-                return change.seen_at
-        return None
+        successor = self._successor(arn, version_id)
+        return successor.seen_at if successor is not None else None
+
+    def _successor(self, arn: str, version_id: str) -> Change | None:
+        """The known change that replaced ``version_id``, if any."""
+        return next((c for c in self._changes.get(arn, ()) if c.previous_version_id == version_id), None)
 
     def add(self, arn: str, change: Change) -> bool:
-        """Record ``change`` unless this secret's history already holds the version it installed."""
+        """Record ``change``; an observed one replaces an inferred one for the same version, else the first stays."""
         changes = self._changes.get(arn)
         if changes is None:
             changes = self._changes[arn] = deque(maxlen=self._per_secret)
             while len(self._changes) > self._max_secrets:
                 self._changes.popitem(last=False)
-        if any(known.version_id == change.version_id for known in changes):
-            return False
+        known = next((known for known in changes if known.version_id == change.version_id), None)
+        if known is not None:
+            if known.how != INFERRED or change.how == INFERRED:
+                return False
+            changes.remove(known)
         if len(changes) == changes.maxlen:
             # Keep the newest: drop the oldest by seen_at, whatever order they arrived in.
             oldest = min(changes, key=lambda known: known.seen_at)
@@ -116,13 +123,20 @@ class RotationHistory:
         """
         dated = sorted(
             (version for version in versions if version.created is not None and _was_current(version)),
-            key=lambda version: version.created or 0.0,
+            # CreatedDate may tie (whole seconds): the previous version goes before the current one.
+            key=lambda version: (version.created or 0.0, AWSCURRENT in version.stages),
         )
         added = 0
         previous: str | None = None
         for version in dated:
             assert version.created is not None  # filtered above
-            change = Change(version.version_id, previous, version.created, "history", None)
+            seen = version.created
+            successor = self._successor(arn, version.version_id)
+            if successor is not None:
+                # A version was current before its successor was seen, whatever date upstream reports
+                # (an emulator may report the time of the call).
+                seen = min(seen, successor.seen_at)
+            change = Change(version.version_id, previous, seen, INFERRED, None)
             added += self.add(arn, change)
             previous = version.version_id
         return added

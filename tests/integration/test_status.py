@@ -74,7 +74,7 @@ async def test_status_shape_and_rotation_history(sm: Any, proxy: FaultProxy, run
 
         async def rotated() -> dict[str, Any] | None:
             history = (await secret_entry(agent, "st/db"))["history"]
-            return history[0] if history[0]["version_id"] == second else None
+            return history[0] if history and history[0]["version_id"] == second else None
 
         change = await eventually(rotated, timeout=5, interval=0.1, message="the rotation in the history")
         assert change["previous_version_id"] == first and change["how"] == "poll"
@@ -250,7 +250,7 @@ async def test_history_survives_restart(sm: Any, proxy: FaultProxy, run_agent: A
 
         async def rotated() -> list[dict[str, Any]] | None:
             history = (await secret_entry(agent, "st/restart"))["history"]
-            return history if history[0]["version_id"] == second else None
+            return history if history and history[0]["version_id"] == second else None
 
         before = await eventually(rotated, timeout=5, interval=0.1, message="the rotation")
     async with run_agent(proxy.url, **settings, status__seed_history=False) as agent:  # the audit file alone
