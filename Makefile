@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint typecheck suite js-sdk browser bench bench-freshness bench-bad-days clean
+.PHONY: install demo test test-fast lint typecheck suite js-sdk browser bench bench-freshness bench-bad-days bench-fanout clean
 
 # (Re)create the virtualenv and install the package with its dev/test extras
 # whenever pyproject.toml changes.
@@ -59,6 +59,10 @@ bench: $(STAMP)
 # Upstream calls and staleness by refresh policy (about 15 minutes).
 bench-freshness: $(STAMP)
 	$(BIN)/python -m bench.freshness
+
+# SNS fan-out: agents on one topic, publish-to-served latency, what each filter let through (about a minute).
+bench-fanout: $(STAMP)
+	$(BIN)/python -m bench.fanout
 
 # Hung and failing upstreams, SIGTERM during trouble, missing secrets (about a minute).
 bench-bad-days: $(STAMP)
