@@ -25,6 +25,7 @@ from agent.config.settings import (
     RefreshSettings,
     ServerSettings,
     Settings,
+    StatusSettings,
 )
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "SecretPolicySettings",
     "ServerSettings",
     "Settings",
+    "StatusSettings",
     "SystemdSettings",
     "TemplateSettings",
     "TokenRef",

@@ -82,10 +82,12 @@ class FleetSettings:
 
 @dataclass(frozen=True)
 class EventsSettings:
-    """Optional SQS queue fed by an EventBridge rule on aws.secretsmanager."""
+    """Change events: an SQS queue fed by EventBridge, or the agent's own queue subscribed to an SNS topic."""
 
     sqs_queue_url: str | None
     wait_time_seconds: int
+    sns_topic_arn: str | None = None
+    queue_prefix: str = "secrets-agent-"
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,16 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class StatusSettings:
+    """Rotation health and history (``/status``, ``/ui``, ``secrets-agent status``)."""
+
+    rotation_grace_seconds: int
+    health_interval_seconds: float
+    seed_history: bool
+    history_per_secret: int
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the agent (and its CLI) needs, validated once."""
 
@@ -137,6 +149,7 @@ class Settings:
     events: EventsSettings
     audit: AuditSettings
     exec: ExecSettings
+    status: StatusSettings
     clients: tuple[ClientSettings, ...] = ()
     secret_policies: tuple[SecretPolicySettings, ...] = ()
     templates: tuple[TemplateSettings, ...] = ()

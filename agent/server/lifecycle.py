@@ -13,7 +13,8 @@ upstream pool, pacer, audit file (built)       STOPPING=1; reads waiting on upst
 listeners (TCP, Unix socket)                   (stale or 503); listeners closed, in-flight
                                                requests drained (nothing new can arrive)
 background tasks (refresher, readiness,        tasks cancelled and awaited; template
-events, watchdog)                              re-renders and commands finished
+events (SNS: the agent's own queue made and    re-renders and commands finished;
+subscribed first), watchdog)                   SNS: subscription and queue deleted
                                                pacer refuses retries, pool cancels queued calls
                                                socket file removed, audit file closed
 =============================================  ==============================================
@@ -43,14 +44,16 @@ from typing import Any
 import uvloop
 
 from agent import __version__
-from agent.access.audit import AuditLog
+from agent.access.audit import AuditLog, recorded_rotations
 from agent.access.identity import Authenticator, RateLimiter
 from agent.access.policy import Policy
+from agent.cache.history import Change
 from agent.cache.parameters import ParameterCache, ParameterRefresher
 from agent.cache.planner import Planner
 from agent.cache.refresher import Refresher
 from agent.cache.rotations import Rotation, RotationFeed
 from agent.cache.store import SecretCache
+from agent.cache.watch import RotationWatch
 from agent.config import Settings
 from agent.core.log import get_logger
 from agent.core.metrics import Metrics
@@ -66,7 +69,8 @@ from agent.server.reader import SecretReader
 from agent.server.regions import RegionalCaches
 from agent.server.roles import OpenRole, RoleRegistry
 from agent.upstream.calls import SECRETS_MANAGER, UpstreamCalls
-from agent.upstream.events import EventListener
+from agent.upstream.events import ROTATION_FAILURES, EventListener
+from agent.upstream.fanout import FanoutQueue
 from agent.upstream.regions import RegionalClients
 from agent.upstream.roles import RoleSessions
 from agent.upstream.secretsmanager import SecretsManagerSource
@@ -136,6 +140,8 @@ def build_components(
     rotations = RotationFeed()
     rotations.subscribe(lambda rotation: _report_rotation(rotation, metrics, audit))
     cache = make_cache(settings, source, rotations, metrics)
+    watch = make_watch(settings, cache, source, metrics)
+    rotations.subscribe(watch.observe)
     # Rotations seen through a role or another region are reported (metrics, audit, log) but drive no template.
     other_rotations = RotationFeed()
     other_rotations.subscribe(lambda rotation: _report_rotation(rotation, metrics, audit))
@@ -166,14 +172,14 @@ def build_components(
             fleet_size=settings.fleet.size,
             quota_share=settings.fleet.quota_share,
             # With events, polling is the backstop: it may stretch up to the TTL AWS's agent keeps values for.
-            events=settings.events.sqs_queue_url is not None,
+            events=settings.events.sqs_queue_url is not None or settings.events.sns_topic_arn is not None,
             max_interval=settings.cache.ttl_seconds,
         ),
     )
     return Components(
         cache=cache,
         refresher=refresher,
-        reader=SecretReader(cache, policy, metrics, caches=by_region(cache, source)),
+        reader=SecretReader(cache, policy, metrics, caches=by_region(cache, source), usage=watch.usage),
         auth=Authenticator(settings.auth, settings.clients),
         rates=RateLimiter(settings.clients),
         metrics=metrics,
@@ -188,6 +194,7 @@ def build_components(
         path_prefix=settings.server.path_prefix,
         allowed_hosts=allowed_hosts(settings),
         audit=audit,
+        watch=watch,
         metrics_public=settings.metrics.public,
         templates=templates,
         parameters=parameters,
@@ -236,8 +243,14 @@ def allowed_hosts(settings: Settings) -> frozenset[str] | None:
 def _report_rotation(rotation: Rotation, metrics: Metrics, audit: AuditLog) -> None:
     value = rotation.value
     metrics.rotations.labels(rotation.how).inc()
+    delay = rotation.delay_seconds()
     audit.rotation(
-        name=value.name, arn=value.arn, old_version=rotation.old_version, new_version=value.version_id, how=rotation.how
+        name=value.name,
+        arn=value.arn,
+        old_version=rotation.old_version,
+        new_version=value.version_id,
+        how=rotation.how,
+        delay_seconds=delay,
     )
     log.info(
         "rotation",
@@ -246,7 +259,38 @@ def _report_rotation(rotation: Rotation, metrics: Metrics, audit: AuditLog) -> N
         old_version=rotation.old_version,
         new_version=value.version_id,
         how=rotation.how,
+        delay_seconds=round(delay, 3) if delay is not None else None,
     )
+
+
+def make_watch(settings: Settings, cache: SecretCache, source: SecretSource, metrics: Metrics) -> RotationWatch:
+    """The rotation watch over the agent's own cache, its history restored from the audit file if there is one."""
+    status, refresh = settings.status, settings.refresh
+    watch = RotationWatch(
+        cache,
+        source,
+        metrics,
+        grace_seconds=status.rotation_grace_seconds,
+        interval_seconds=status.health_interval_seconds,
+        # Poll mode promises a confirmation every interval: two missed passes mean upstream is failing.
+        stale_after_seconds=2 * refresh.interval_seconds if refresh.mode == "poll" else None,
+        seed_history=status.seed_history,
+        history_per_secret=status.history_per_secret,
+    )
+    path = settings.audit.path
+    if path is not None and path != "-":
+        for record in recorded_rotations(path):
+            watch.restore(
+                record["arn"],
+                Change(
+                    record["new_version"],
+                    record["old_version"],
+                    record["seen_at"],
+                    record["how"],
+                    record["delay_seconds"],
+                ),
+            )
+    return watch
 
 
 class Agent:
@@ -255,8 +299,10 @@ class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        events_on = settings.events.sqs_queue_url is not None
-        self.clients = build_clients(settings.aws, with_sqs=events_on)  # may refuse: nothing is open yet
+        topic = settings.events.sns_topic_arn
+        events_on = settings.events.sqs_queue_url is not None or topic is not None
+        # may refuse: nothing is open yet
+        self.clients = build_clients(settings.aws, with_sqs=events_on, with_sns=topic is not None)
         # May refuse (ConfigError naming audit.path): a symlink, another owner's file, not a regular file.
         self.audit = AuditLog(settings.audit.path, metrics=self.metrics, on_failure=settings.audit.on_failure)
         # One worker per upstream HTTP connection, plus one for the SQS long poll.
@@ -284,19 +330,18 @@ class Agent:
             parameter_source=parameter_source,
         )
         self.events: EventListener | None = None
-        if settings.events.sqs_queue_url is not None and self.clients.sqs is not None:
-            refresher = self.components.refresher
-
-            async def refresh_named(secret_ref: str) -> bool:
-                return await refresher.refresh_secret(secret_ref, how="event")
-
-            self.events = EventListener(
+        if settings.events.sqs_queue_url is not None:
+            self.events = self._listener(settings.events.sqs_queue_url)
+        self.fanout: FanoutQueue | None = None
+        if topic is not None:
+            cache = self.components.cache
+            self.fanout = FanoutQueue(
                 self.clients.sqs,
+                self.clients.sns,
                 self.calls,
-                settings.events.sqs_queue_url,
-                refresh_named,
-                metrics=self.metrics,
-                wait_seconds=settings.events.wait_time_seconds,
+                topic,
+                lambda: [(arn, cache.name_of(arn)) for arn in cache.arns()],
+                prefix=settings.events.queue_prefix,
             )
         self.notifier = Notifier(settings.systemd)
         self.runner = AgentRunner(
@@ -313,6 +358,31 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._bound_socket: str | None = None  # only ever unlink a socket this process created
 
+    def _listener(self, queue_url: str, *, owned: bool = False) -> EventListener:
+        """An :class:`EventListener` on ``queue_url`` refreshing the agent's own cache (``owned``: its own queue)."""
+        refresher, watch = self.components.refresher, self.components.watch
+
+        async def refresh_named(secret_ref: str, event_name: str) -> bool:
+            if event_name in ROTATION_FAILURES:
+                arn = refresher.cached_arn(secret_ref)
+                if arn is None:
+                    return False
+                watch.rotation_failed(arn)
+            return await refresher.refresh_secret(secret_ref, how="event")
+
+        return EventListener(
+            self.clients.sqs,
+            self.calls,
+            queue_url,
+            refresh_named,
+            metrics=self.metrics,
+            wait_seconds=self.settings.events.wait_time_seconds,
+            owned=owned,
+        )
+
+    async def _listen(self, queue_url: str) -> None:
+        await self._listener(queue_url, owned=True).run()
+
     def _client_in(self, region: str) -> Any:
         """The agent's Secrets Manager client for another region (cross-region ARNs), paced as the others."""
         assert self.clients.secretsmanager_in is not None
@@ -323,6 +393,7 @@ class Agent:
     def _observe_upstream(self, service: str, operation: str, outcome: str, transient: bool) -> None:
         self.metrics.observe_upstream(operation, outcome)
         if service == SECRETS_MANAGER:
+            self.components.upstream.note(outcome, transient)
             # Failure bursts are about the secrets' upstream; an SQS success must not end one.
             self.audit.upstream(operation, outcome, transient)
 
@@ -357,8 +428,12 @@ class Agent:
         if self.components.parameters is not None:
             self._spawn("parameter-refresher", self.components.parameters.refresher.run())
         self._spawn("readiness", self._become_ready())
+        refresher = self.components.refresher
+        self._spawn("rotation-watch", self.components.watch.run(refresher.prefetched, lambda: refresher.required))
         if self.events is not None:
             self._spawn("events", self.events.run())
+        if self.fanout is not None:
+            self._spawn("events", self.fanout.run(self._listen))  # its own queue on the topic, then listening
         self._spawn("watchdog", self.notifier.watchdog())
         self._spawn("connections", self.components.connections.sweep_forever())
         tcp = next(addr for addr in self.runner.addresses if isinstance(addr, tuple))
@@ -423,6 +498,8 @@ class Agent:
                 log.exception("background_task_failed", task=task.get_name())
         if self.components.templates is not None:
             await self.components.templates.close()  # after the drain: no read can start a re-render now
+        if self.fanout is not None:
+            await self.fanout.close()  # unsubscribe and delete the agent's queue, before the pool closes
         self.pacer.close()  # botocore retries still running in threads stop here
         self.ssm_pacer.close()
         self.calls.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 from agent.access.policy import Policy, canonical_ids, subject_ids
 from agent.cache.store import Lookup, SecretCache
+from agent.cache.usage import ReadUsage
 from agent.core.errors import Forbidden
 from agent.core.metrics import Metrics
 from agent.core.types import Selector
@@ -27,16 +28,25 @@ class SecretReader:
     """Policy-checked reads through the cache, counted per client and decision."""
 
     def __init__(
-        self, cache: SecretCache, policy: Policy, metrics: Metrics, *, caches: RegionalCaches | None = None
+        self,
+        cache: SecretCache,
+        policy: Policy,
+        metrics: Metrics,
+        *,
+        caches: RegionalCaches | None = None,
+        usage: ReadUsage | None = None,
     ) -> None:
         self._cache = cache
+        self._usage = usage  # per secret and client, for /status
         # The agent's own caches: ``cache`` at home, and one per other region read by full ARN.
         self.caches = caches or RegionalCaches(cache)
         self._policy = policy
         self._metrics = metrics
 
-    def _deny(self, client: str) -> Forbidden:
+    def _deny(self, client: str, arn: str | None = None) -> Forbidden:
         self._metrics.observe_read(client, "deny")
+        if arn is not None and self._usage is not None:
+            self._usage.note(arn, client, None, allowed=False)
         return Forbidden(ACCESS_DENIED)  # same body whether or not the secret exists
 
     def _cache_for(self, secret_id: str, caches: RegionalCaches | None) -> SecretCache:
@@ -55,14 +65,18 @@ class SecretReader:
             return
         ids = subject_ids(secret_id, arn=arn, name=cache.name_of(arn) if arn else None)
         if not self._policy.allows(client, ids):
-            raise self._deny(client)
+            raise self._deny(client, arn)
+
+    def may_read(self, client: str, *, arn: str, name: str) -> bool:
+        """Whether ``client`` may read this secret (its own name and ARN); nothing counted (for listings)."""
+        return self._policy.unrestricted(client) or self._policy.allows(client, canonical_ids(arn=arn, name=name))
 
     def check_canonical(self, client: str, *, arn: str, name: str) -> None:
         """The final decision, on the secret's own name and ARN (never on what the caller typed)."""
         if self._policy.unrestricted(client):
             return
         if not self._policy.allows(client, canonical_ids(arn=arn, name=name)):
-            raise self._deny(client)
+            raise self._deny(client, arn)
 
     async def read(
         self,
@@ -78,6 +92,8 @@ class SecretReader:
         lookup = await self._cache_for(secret_id, caches).get(secret_id, selector, refresh=refresh)
         self.check_canonical(client, arn=lookup.value.arn, name=lookup.value.name)
         self._metrics.observe_read(client, "allow")
+        if self._usage is not None:
+            self._usage.note(lookup.value.arn, client, lookup.value.version_id, allowed=True)
         return lookup
 
     async def list_page(
