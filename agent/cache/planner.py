@@ -41,16 +41,19 @@ A throttle also says the fleet is larger than the hint. Two things follow:
   rate ``r`` overran its quota, the fleet holds at least ``quota / r`` agents.
   The planner plans with the larger of the hint and that size, which halves
   every :data:`LEARNED_HALF_LIFE_SECONDS` without throttling so that a fleet
-  that shrank goes back to listing. A fleet whose ``size`` was left at 1 thus
-  moves from ListSecrets to DescribeSecret after its first throttles instead of
-  keeping the ListSecrets quota saturated.
+  that shrank goes back to listing. In a fleet whose ``size`` was left at 1 the
+  agents that meet a throttle thus move to DescribeSecret for good; those that
+  never do keep listing, so ListSecrets stays near its quota (the hint matters).
 
 Start-up is spread too: a fleet started together (a deployment rolling out)
 would send every prefetch in the same second. Each agent waits a random delay
 in ``[0, window)``, ``window`` being how long the fleet's prefetch calls take
 at the fleet's share of the quota, and picks BatchGetSecretValue (20 secrets a
 call, 100 calls/s for the account) unless GetSecretValue (one a call, but
-10,000/s) spreads the fleet over a much shorter window.
+10,000/s) spreads the fleet over a much shorter window. A rotation event
+reaches the whole fleet at once as well: past the fleet's share of one second of
+GetSecretValue, each agent waits a random part of the time the fleet's re-reads
+need (:meth:`Planner.event_delay`).
 
 The planner is pure logic: it calls nothing, and takes its clock and random
 source as arguments, so its choices are unit-tested on a simulated clock and
