@@ -80,6 +80,10 @@ ACCOUNT_QUOTAS: Mapping[str, float] = {
     LIST_SECRETS: 100.0,
     BATCH_GET_SECRET_VALUE: 100.0,
 }
+# ListSecretVersionIds (rotation history, agent/cache/watch.py) is not in AWS's published table;
+# planned as a control-plane API at the 50/s those have, which is the cautious reading.
+LIST_SECRET_VERSION_IDS = "ListSecretVersionIds"
+LIST_VERSIONS_QUOTA = 50.0
 DEFAULT_FLEET_SIZE = 1
 # Half of each quota: the rest is for everything else in the account (applications' own SDK
 # calls, rotation functions, CI, other fleets), and a fleet may grow past its size hint by 60%

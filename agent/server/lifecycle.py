@@ -49,7 +49,7 @@ from agent.access.identity import Authenticator, RateLimiter
 from agent.access.policy import Policy
 from agent.cache.history import Change
 from agent.cache.parameters import ParameterCache, ParameterRefresher
-from agent.cache.planner import Planner
+from agent.cache.planner import LIST_VERSIONS_QUOTA, Planner
 from agent.cache.refresher import Refresher
 from agent.cache.rotations import Rotation, RotationFeed
 from agent.cache.store import SecretCache
@@ -275,6 +275,8 @@ def make_watch(settings: Settings, cache: SecretCache, source: SecretSource, met
         # Poll mode promises a confirmation every interval: two missed passes mean upstream is failing.
         stale_after_seconds=2 * refresh.interval_seconds if refresh.mode == "poll" else None,
         seed_history=status.seed_history,
+        # One agent's share of the API's quota (the [fleet] hint): seeding never throttles the account.
+        seed_spacing_seconds=settings.fleet.size / (settings.fleet.quota_share * LIST_VERSIONS_QUOTA),
         history_per_secret=status.history_per_secret,
     )
     path = settings.audit.path

@@ -9,9 +9,14 @@ from structlog.testing import capture_logs
 from agent.cache.health import HealthBook, Signals, assess
 from agent.cache.history import Change, RotationHistory
 from agent.cache.rotations import Rotation
+from agent.cache.store import SecretCache
 from agent.cache.usage import MAX_CLIENTS_PER_SECRET, ReadUsage
+from agent.cache.watch import RotationWatch
+from agent.core.errors import UpstreamRejected, UpstreamThrottled
+from agent.core.metrics import Metrics
 from agent.core.types import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretValue
 from agent.upstream.source import SecretMeta, VersionInfo
+from tests.support.fakes import FakeSource
 
 NOW = 1_800_000_000.0
 ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf"
@@ -220,3 +225,20 @@ def test_usage_bounded_in_clients() -> None:
         usage.note(ARN, f"c{index}", "v1", allowed=True)
     kept = {r.client for r in usage.reads(ARN)}
     assert len(kept) == MAX_CLIENTS_PER_SECRET and f"c{clients - 1}" in kept and "c0" not in kept
+
+
+async def test_seeding_stops_at_the_first_throttle() -> None:
+    """A throttled ListSecretVersionIds ends seeding (history is never worth slowing reads); a refusal skips one."""
+    source = FakeSource()
+    arns = [source.add(name, "v").arn for name in ("a", "b", "c")]
+    cache = SecretCache(source, ttl_seconds=300, max_entries=10, max_stale_seconds=60)
+    watch = RotationWatch(cache, source, Metrics(), grace_seconds=60, interval_seconds=1, stale_after_seconds=None)
+    source.fail_with = UpstreamRejected("no", code="AccessDeniedException")
+    await watch.seed(arns)
+    assert sum(count for key, count in source.calls.items() if key.startswith("versions:")) == 3
+    source.calls.clear()
+    source.fail_with = UpstreamThrottled("slow down", code="ThrottlingException")
+    with capture_logs() as logs:
+        await watch.seed(arns)
+    assert sum(count for key, count in source.calls.items() if key.startswith("versions:")) == 1
+    assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == ["history_seed_stopped"]
