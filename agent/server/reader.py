@@ -42,27 +42,52 @@ class SecretReader:
     def _cache_for(self, secret_id: str, caches: RegionalCaches | None) -> SecretCache:
         return (self.caches if caches is None else caches).for_id(secret_id)
 
-    def check(self, client: str, secret_id: str, *, caches: RegionalCaches | None = None) -> None:
-        """Raise Forbidden unless ``client`` may read ``secret_id``; decided without any upstream call."""
+    def permits(self, client: str, secret_id: str, *, caches: RegionalCaches | None = None) -> bool:
+        """Whether ``client`` may read ``secret_id`` (the early decision); no upstream call, nothing counted."""
         if self._policy.unrestricted(client):
-            return
+            return True
         # Decided before a cache is chosen: a denied read never makes the agent keep a region's cache.
         cache = (self.caches if caches is None else caches).peek_for_id(secret_id)
         arn = cache.resolve(secret_id) if cache is not None else None
         if cache is None or arn is None:
-            if not self._policy.allows(client, subject_ids(secret_id)):
-                raise self._deny(client)
-            return
+            return self._policy.allows(client, subject_ids(secret_id))
         ids = subject_ids(secret_id, arn=arn, name=cache.name_of(arn) if arn else None)
-        if not self._policy.allows(client, ids):
+        return self._policy.allows(client, ids)
+
+    def permits_canonical(self, client: str, *, arn: str, name: str) -> bool:
+        """The final decision, on the secret's own name and ARN (never on what the caller typed); nothing counted."""
+        return self._policy.unrestricted(client) or self._policy.allows(client, canonical_ids(arn=arn, name=name))
+
+    def check(self, client: str, secret_id: str, *, caches: RegionalCaches | None = None) -> None:
+        """Raise Forbidden unless ``client`` may read ``secret_id``; decided without any upstream call."""
+        if not self.permits(client, secret_id, caches=caches):
             raise self._deny(client)
 
     def check_canonical(self, client: str, *, arn: str, name: str) -> None:
         """The final decision, on the secret's own name and ARN (never on what the caller typed)."""
-        if self._policy.unrestricted(client):
-            return
-        if not self._policy.allows(client, canonical_ids(arn=arn, name=name)):
+        if not self.permits_canonical(client, arn=arn, name=name):
             raise self._deny(client)
+
+    def cached(self, client: str, secret_id: str, selector: Selector) -> Lookup | None:
+        """A fresh cache hit ``client`` may read, decided as :meth:`read` decides; None for anything else.
+
+        Nothing is counted or changed: the hot path calls :meth:`served` once it
+        answers with the value, and leaves every other case to :meth:`read`.
+        """
+        if not self.permits(client, secret_id):
+            return None
+        cache = self.caches.peek_for_id(secret_id)
+        lookup = cache.fresh(secret_id, selector) if cache is not None else None
+        if lookup is None or not self.permits_canonical(client, arn=lookup.value.arn, name=lookup.value.name):
+            return None
+        return lookup
+
+    def served(self, client: str, secret_id: str, selector: Selector) -> None:
+        """Count a read :meth:`cached` found and the hot path answered, as :meth:`read` counts it."""
+        cache = self.caches.peek_for_id(secret_id)
+        if cache is not None:
+            cache.count_hit(secret_id, selector)
+        self._metrics.observe_read(client, "allow")
 
     async def read(
         self,
