@@ -69,6 +69,8 @@ if TYPE_CHECKING:
 
 # Past this much unsent response data, the hot path steps aside: aiohttp applies back-pressure.
 MAX_WRITE_BUFFER = 64 * 1024
+# A request longer than this is aiohttp's (its line and field limits are 8190 bytes each).
+MAX_REQUEST = 4096
 # A request target whose meaning is the same to every decoder (no escapes, no '+' in the query).
 _PLAIN_TARGET = re.compile(rb"/[A-Za-z0-9/_+=.@:,-]*(?:\?[A-Za-z0-9/_.@:&=-]*)?")
 _GET_PARAMS = READ_PARAMS - {"roleArn"} | {"secretId"}
@@ -170,7 +172,8 @@ class FastConnection:
     def offer(self, data: bytes) -> bool:
         """Answer ``data`` if it is one request the hot path serves; False: nothing was done, hand it off."""
         if (
-            not data.startswith(b"GET /")
+            len(data) > MAX_REQUEST
+            or not data.startswith(b"GET /")
             or data.find(_HEAD_END) != len(data) - 4
             or b"\x00" in data
             or data.count(b"\n") != data.count(b"\r\n")
@@ -180,7 +183,7 @@ class FastConnection:
         self._begun, self._complete, self._plain = 0, False, True
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             return False
         parser = self._parser
         if not (
@@ -199,6 +202,7 @@ class FastConnection:
         self._transport.write(response)
         fast = self._fast
         fast.answered += 1
+        fast.parts.metrics.fast_path_answers.inc()
         fast.parts.connections.answered(self._handler)
         self._handler.answered_by_fast_path()
         return True
@@ -222,9 +226,10 @@ class FastConnection:
         if parts.connections.is_over(self._handler):
             return None
         host = self._headers.get("Host")
+        if host is None:  # HTTP/1.1 requires one: aiohttp's to refuse
+            return None
         if (
-            host is not None
-            and parts.allowed_hosts is not None
+            parts.allowed_hosts is not None
             and self._listener == "tcp"
             and not host_allowed(host, parts.allowed_hosts)
         ):
