@@ -228,11 +228,7 @@ class FastConnection:
         host = self._headers.get("Host")
         if host is None:  # HTTP/1.1 requires one: aiohttp's to refuse
             return None
-        if (
-            parts.allowed_hosts is not None
-            and self._listener == "tcp"
-            and not host_allowed(host, parts.allowed_hosts)
-        ):
+        if parts.allowed_hosts is not None and self._listener == "tcp" and not host_allowed(host, parts.allowed_hosts):
             return None
         request_id = client_request_id(self._headers.get("X-Request-Id")) or ""
         if allowed is None:
