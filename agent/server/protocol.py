@@ -57,7 +57,8 @@ class AgentRequestHandler(RequestHandler):
         """Offer the bytes to the hot path; else report them to the connection guard and parse as aiohttp does."""
         fast = self._fast
         if fast is not None:
-            if fast.offer(data):
+            # Closing (shutdown, a timeout): aiohttp ignores what arrives, and so must the hot path.
+            if not (self._force_close or self._close) and fast.offer(data):
                 return
             self._fast = None  # handed off: this connection stays with aiohttp from here on
         manager = self._manager
