@@ -19,6 +19,7 @@ and hand it to :meth:`RequestLog.record`, so both feed the same counts.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from typing import Any
 
@@ -73,6 +74,8 @@ class RequestLog:
         self._metrics = metrics
         self.summary_interval_seconds = summary_interval_seconds
         self._counts: Counter[tuple[str, int, str]] = Counter()
+        # The level is set once, at start: skip building a debug line nobody will see.
+        self._debug = bool(log.is_enabled_for(logging.DEBUG))
 
     def record(self, fields: dict[str, Any], elapsed: float) -> None:
         """Account for one answered request whose line is ``fields`` (see :func:`request_fields`)."""
@@ -81,7 +84,8 @@ class RequestLog:
         routine = status < 400 and "error" not in fields and fields.get("cache") in QUIET_OUTCOMES
         if routine and self.summary_interval_seconds > 0:
             self._counts[(route, status, fields["client"])] += 1
-            log.debug("request", **fields)
+            if self._debug:
+                log.debug("request", **fields)
         else:
             log.info("request", **fields)
 
