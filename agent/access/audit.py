@@ -44,6 +44,9 @@ from agent.core.types import AWSCURRENT, SecretValue, Selector
 
 log = get_logger("agent.access.audit")
 
+# How much of an audit file's end is read at start to restore rotation history.
+RESTORE_MAX_BYTES = 8 * 1024 * 1024
+
 
 def served(value: SecretValue, selector: Selector) -> dict[str, Any]:
     """The part of a read record that says what was served (never the value itself)."""
@@ -220,18 +223,28 @@ class AuditLog:
                 raise
         self._torn = False
 
-    def rotation(self, *, name: str, arn: str, old_version: str | None, new_version: str, how: str) -> None:
-        """Record an observed AWSCURRENT move."""
-        self.write(
-            {
-                "type": "rotation",
-                "name": name,
-                "arn": arn,
-                "old_version": old_version,
-                "new_version": new_version,
-                "how": how,
-            }
-        )
+    def rotation(
+        self,
+        *,
+        name: str,
+        arn: str,
+        old_version: str | None,
+        new_version: str,
+        how: str,
+        delay_seconds: float | None = None,
+    ) -> None:
+        """Record an observed AWSCURRENT move (and how long after the new version's creation it was seen)."""
+        record: dict[str, Any] = {
+            "type": "rotation",
+            "name": name,
+            "arn": arn,
+            "old_version": old_version,
+            "new_version": new_version,
+            "how": how,
+        }
+        if delay_seconds is not None:
+            record["delay_seconds"] = round(delay_seconds, 3)
+        self.write(record)
 
     def upstream(self, operation: str, outcome: str, transient: bool) -> None:
         """Track upstream health; one record when a failure burst starts and one when it ends."""
@@ -250,6 +263,48 @@ class AuditLog:
                     "seconds": round(time.monotonic() - burst["started"], 3),
                 }
             )
+
+
+def recorded_rotations(path: str, *, max_bytes: int = RESTORE_MAX_BYTES) -> list[dict[str, Any]]:
+    """Rotation records in the last ``max_bytes`` of an audit file, oldest first ([] if it cannot be read).
+
+    Read at start to restore rotation history; only the file's tail, so a
+    large trail costs a bounded read. Each record has ``arn``,
+    ``new_version``, ``old_version``, ``how``, ``seen_at`` (epoch seconds) and
+    ``delay_seconds`` (or None).
+    """
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - max_bytes))
+            tail = handle.read()
+    except OSError:
+        return []
+    if size > max_bytes:
+        tail = tail.partition(b"\n")[2]  # the first line is cut
+    found = []
+    for line in tail.decode("utf-8", "replace").splitlines():
+        try:
+            record = json.loads(line)
+            if record.get("type") != "rotation" or not isinstance(record.get("new_version"), str):
+                continue
+            seen = datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00")).timestamp()
+        except (ValueError, KeyError, AttributeError, TypeError):
+            continue  # a torn or foreign line
+        if not isinstance(record.get("arn"), str):
+            continue
+        delay = record.get("delay_seconds")
+        found.append(
+            {
+                "arn": record["arn"],
+                "new_version": record["new_version"],
+                "old_version": record.get("old_version") if isinstance(record.get("old_version"), str) else None,
+                "how": str(record.get("how") or "poll"),
+                "seen_at": seen,
+                "delay_seconds": float(delay) if isinstance(delay, int | float) else None,
+            }
+        )
+    return found
 
 
 def summarize(lines: Iterable[str]) -> str:

@@ -324,12 +324,17 @@ class Refresher:
 
     # ------------------------------------------------------------------ events
 
-    async def refresh_secret(self, secret_ref: str, *, how: How) -> bool:
-        """Refresh one cached secret now (an event named it). False if it is not cached."""
+    def cached_arn(self, secret_ref: str) -> str | None:
+        """The canonical ARN of a cached secret an event names (by name, ARN or partial ARN), else None."""
         # An event may carry the full ARN while the cache knows the name or partial ARN.
         arn = self._cache.resolve(secret_ref)
         if arn is None and looks_like_arn(secret_ref):
             arn = self._cache.resolve(partial_arn(secret_ref))
+        return arn
+
+    async def refresh_secret(self, secret_ref: str, *, how: How) -> bool:
+        """Refresh one cached secret now (an event named it). False if it is not cached."""
+        arn = self.cached_arn(secret_ref)
         if arn is None:
             return False
         meta = await self._describe(arn)

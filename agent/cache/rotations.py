@@ -9,8 +9,9 @@ rotation from the audit trail.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from agent.core.log import get_logger
@@ -28,6 +29,12 @@ class Rotation:
     value: SecretValue
     old_version: str | None
     how: How
+    seen_at: float = field(default_factory=time.time)  # wall clock
+
+    def delay_seconds(self) -> float | None:
+        """How long after the new version's CreatedDate the agent saw it (None if upstream gave no date)."""
+        created = self.value.created_date
+        return max(0.0, self.seen_at - created) if created is not None else None
 
 
 Subscriber = Callable[[Rotation], None]

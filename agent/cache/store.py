@@ -124,6 +124,8 @@ class SecretCache:
         self._aliases: dict[str, str] = {}
         self._keys_by_arn: dict[str, set[str]] = {}
         self._names: dict[str, str] = {}
+        # ARN → when (monotonic) a read was last answered stale, until upstream vouches again.
+        self.serving_stale: dict[str, float] = {}
         self.metadata = MetadataStore(max_entries)  # DescribeSecret/ListSecrets views, for the SDK route
         self._inflight: dict[Flight, asyncio.Task[tuple[SecretValue, Outcome]]] = {}
         self._describing: dict[str, asyncio.Task[SecretMeta]] = {}
@@ -337,6 +339,7 @@ class SecretCache:
 
     def _stale_or_raise(self, entry: Entry | None, error: UpstreamError, now: float) -> Lookup:
         if entry is not None and entry.error is None and now - entry.confirmed_at <= self._max_stale:
+            self.serving_stale[entry.value.arn] = now
             self._observe("stale")
             return Lookup(entry.value, "stale", now - entry.confirmed_at)
         self._observe("error")
@@ -431,6 +434,8 @@ class SecretCache:
         if not self.caching:
             return
         arn = value.arn
+        if confirmed_at is None:  # fresh from upstream (a copy keeps its source's age, and staleness)
+            self.serving_stale.pop(arn, None)
         self._names[arn] = value.name
         for alias in (value.name, arn, partial_arn(arn), asked_as):
             if alias:
@@ -453,6 +458,7 @@ class SecretCache:
         moved, since the caller re-reads and calls :meth:`rotate`.
         """
         now = self._clock()
+        self.serving_stale.pop(meta.arn, None)
         if self.caching:
             self.metadata.put(meta, now)
         for key, entry in await self.entries(meta.arn):
@@ -511,5 +517,6 @@ class SecretCache:
                 # alias table stays bounded by max_entries as well.
                 del self._keys_by_arn[arn]
                 self._names.pop(arn, None)
+                self.serving_stale.pop(arn, None)
                 for alias in [a for a, target in self._aliases.items() if target == arn]:
                     del self._aliases[alias]

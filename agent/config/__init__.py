@@ -24,6 +24,7 @@ from agent.config.settings import (
     RefreshSettings,
     ServerSettings,
     Settings,
+    StatusSettings,
 )
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "SecretPolicySettings",
     "ServerSettings",
     "Settings",
+    "StatusSettings",
     "SystemdSettings",
     "TemplateSettings",
     "TokenRef",

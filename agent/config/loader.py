@@ -37,6 +37,7 @@ from agent.config.settings import (
     RefreshSettings,
     ServerSettings,
     Settings,
+    StatusSettings,
 )
 from agent.core.errors import ConfigError
 
@@ -143,6 +144,7 @@ def load_settings(
         clients=clients,
         secret_policies=policies,
         audit=AuditSettings(**values["audit"]),
+        status=StatusSettings(**values["status"]),
         templates=templates,
         exec=ExecSettings(**values["exec"]),
         systemd=systemd_from_env(env),

@@ -115,6 +115,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "path": Key(kinds.optional_string, None),
         "on_failure": Key(kinds.choice(*AUDIT_ON_FAILURE), "deny"),  # deny: a read that cannot be audited is refused
     },
+    "status": {
+        # A scheduled rotation this late (or an AWSPENDING version this old) makes a secret overdue (failed).
+        "rotation_grace_seconds": Key(kinds.integer(0, 30 * 86_400), 3600),
+        # How often each cached secret's rotation health is assessed (no upstream calls of its own).
+        "health_interval_seconds": Key(kinds.positive, 5.0),
+        # At start, one ListSecretVersionIds per prefetched secret seeds its rotation history.
+        "seed_history": Key(kinds.boolean, True),
+        "history_per_secret": Key(kinds.integer(1, 1000), 50),
+    },
     "exec": {
         "command": Key(kinds.argv, ()),
         "env": Key(env_refs, ()),

@@ -117,6 +117,16 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class StatusSettings:
+    """Rotation health and history (``/status``, ``/ui``, ``secrets-agent status``)."""
+
+    rotation_grace_seconds: int
+    health_interval_seconds: float
+    seed_history: bool
+    history_per_secret: int
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the agent (and its CLI) needs, validated once."""
 
@@ -131,6 +141,7 @@ class Settings:
     events: EventsSettings
     audit: AuditSettings
     exec: ExecSettings
+    status: StatusSettings
     clients: tuple[ClientSettings, ...] = ()
     secret_policies: tuple[SecretPolicySettings, ...] = ()
     templates: tuple[TemplateSettings, ...] = ()

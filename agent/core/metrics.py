@@ -104,6 +104,12 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.secret_health = Gauge(
+            "secrets_agent_secrets",
+            "Cached secrets by rotation health (ok, overdue, failed, stale, deleted).",
+            ["health"],
+            registry=self.registry,
+        )
         self.audit_healthy = Gauge(
             "secrets_agent_audit_healthy",
             "1 while the audit trail is healthy (or off); 0 after a failed reopen, or while writes fail.",
@@ -114,6 +120,7 @@ class Metrics:
         # is hot, so resolved children are kept here (the label sets are small).
         self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._lookup_children: dict[str, Any] = {}
+        self.lookup_counts: dict[str, int] = {}  # the same counts, cheap to read (for /status)
         self._read_children: dict[tuple[str, str], Any] = {}
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
@@ -142,6 +149,7 @@ class Metrics:
         if child is None:
             child = self._lookup_children[outcome] = self.cache_lookups.labels(outcome)
         child.inc()
+        self.lookup_counts[outcome] = self.lookup_counts.get(outcome, 0) + 1
 
     def render(self, staleness: list[float] | None = None) -> bytes:
         """The exposition text; ``staleness`` is seconds since confirmation of each cached entry."""

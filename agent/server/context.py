@@ -8,6 +8,7 @@ production always has are required; the two that are optional really are
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -17,11 +18,13 @@ from agent.access.audit import AuditLog
 from agent.access.identity import Authenticator, Peer, RateLimiter
 from agent.cache.refresher import Refresher
 from agent.cache.store import SecretCache
+from agent.cache.watch import RotationWatch
 from agent.core.metrics import Metrics
 from agent.server.connections import ConnectionGuard
 from agent.server.reader import SecretReader
 from agent.server.requestlog import RequestLog
 from agent.server.roles import RoleRegistry
+from agent.upstream.health import UpstreamHealth
 
 if TYPE_CHECKING:  # for typing only: Jinja2 is loaded only when templates are configured
     from agent.delivery.templates import TemplateRenderer
@@ -40,6 +43,7 @@ class Components:
     metrics: Metrics
     connections: ConnectionGuard
     audit: AuditLog
+    watch: RotationWatch  # rotation history, health and read usage (/status)
     body_timeout_seconds: float
     # Host values accepted on TCP besides loopback ones; None: any (bound to every address).
     allowed_hosts: frozenset[str] | None = frozenset()
@@ -54,6 +58,8 @@ class Components:
     fast_path: bool = True  # server.fast_path: fresh cache hits answered below aiohttp (agent.server.fastpath)
     # Set once prefetch and the first template render are done (readiness, READY=1).
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    upstream: UpstreamHealth = field(default_factory=UpstreamHealth)
+    started_at: float = field(default_factory=time.time)  # wall clock, for /status uptime
 
 
 COMPONENTS = web.AppKey("components", Components)

@@ -270,7 +270,7 @@ class FastConnection:
         # is the last that can decline it (declined, it took nothing and aiohttp decides again).
         if not parts.rates.allow(client):
             return None
-        parts.reader.served(client, secret_id, selector)
+        parts.reader.served(client, secret_id, selector, lookup)
         request_id = request_id or next_request_id()
         body = lookup.value.wire_json
         if audit.enabled:

@@ -43,13 +43,15 @@ from typing import Any
 import uvloop
 
 from agent import __version__
-from agent.access.audit import AuditLog
+from agent.access.audit import AuditLog, recorded_rotations
 from agent.access.identity import Authenticator, RateLimiter
 from agent.access.policy import Policy
+from agent.cache.history import Change
 from agent.cache.parameters import ParameterCache, ParameterRefresher
 from agent.cache.refresher import Refresher
 from agent.cache.rotations import Rotation, RotationFeed
 from agent.cache.store import SecretCache
+from agent.cache.watch import RotationWatch
 from agent.config import Settings
 from agent.core.log import get_logger
 from agent.core.metrics import Metrics
@@ -67,7 +69,7 @@ from agent.server.regions import RegionalCaches
 from agent.server.requestlog import RequestLog
 from agent.server.roles import OpenRole, RoleRegistry
 from agent.upstream.calls import SECRETS_MANAGER, UpstreamCalls
-from agent.upstream.events import EventListener
+from agent.upstream.events import ROTATION_FAILURES, EventListener
 from agent.upstream.regions import RegionalClients
 from agent.upstream.roles import RoleSessions
 from agent.upstream.secretsmanager import SecretsManagerSource
@@ -137,6 +139,8 @@ def build_components(
     rotations = RotationFeed()
     rotations.subscribe(lambda rotation: _report_rotation(rotation, metrics, audit))
     cache = make_cache(settings, source, rotations, metrics)
+    watch = make_watch(settings, cache, source, metrics)
+    rotations.subscribe(watch.observe)
     # Rotations seen through a role or another region are reported (metrics, audit, log) but drive no template.
     other_rotations = RotationFeed()
     other_rotations.subscribe(lambda rotation: _report_rotation(rotation, metrics, audit))
@@ -166,7 +170,7 @@ def build_components(
     return Components(
         cache=cache,
         refresher=refresher,
-        reader=SecretReader(cache, policy, metrics, caches=by_region(cache, source)),
+        reader=SecretReader(cache, policy, metrics, caches=by_region(cache, source), usage=watch.usage),
         auth=Authenticator(settings.auth, settings.clients),
         rates=RateLimiter(settings.clients),
         metrics=metrics,
@@ -183,6 +187,7 @@ def build_components(
         request_log=RequestLog(metrics, summary_interval_seconds=settings.log.summary_interval_seconds),
         allowed_hosts=allowed_hosts(settings),
         audit=audit,
+        watch=watch,
         metrics_public=settings.metrics.public,
         templates=templates,
         parameters=parameters,
@@ -231,8 +236,14 @@ def allowed_hosts(settings: Settings) -> frozenset[str] | None:
 def _report_rotation(rotation: Rotation, metrics: Metrics, audit: AuditLog) -> None:
     value = rotation.value
     metrics.rotations.labels(rotation.how).inc()
+    delay = rotation.delay_seconds()
     audit.rotation(
-        name=value.name, arn=value.arn, old_version=rotation.old_version, new_version=value.version_id, how=rotation.how
+        name=value.name,
+        arn=value.arn,
+        old_version=rotation.old_version,
+        new_version=value.version_id,
+        how=rotation.how,
+        delay_seconds=delay,
     )
     log.info(
         "rotation",
@@ -241,7 +252,38 @@ def _report_rotation(rotation: Rotation, metrics: Metrics, audit: AuditLog) -> N
         old_version=rotation.old_version,
         new_version=value.version_id,
         how=rotation.how,
+        delay_seconds=round(delay, 3) if delay is not None else None,
     )
+
+
+def make_watch(settings: Settings, cache: SecretCache, source: SecretSource, metrics: Metrics) -> RotationWatch:
+    """The rotation watch over the agent's own cache, its history restored from the audit file if there is one."""
+    status, refresh = settings.status, settings.refresh
+    watch = RotationWatch(
+        cache,
+        source,
+        metrics,
+        grace_seconds=status.rotation_grace_seconds,
+        interval_seconds=status.health_interval_seconds,
+        # Poll mode promises a confirmation every interval: two missed passes mean upstream is failing.
+        stale_after_seconds=2 * refresh.interval_seconds if refresh.mode == "poll" else None,
+        seed_history=status.seed_history,
+        history_per_secret=status.history_per_secret,
+    )
+    path = settings.audit.path
+    if path is not None and path != "-":
+        for record in recorded_rotations(path):
+            watch.restore(
+                record["arn"],
+                Change(
+                    record["new_version"],
+                    record["old_version"],
+                    record["seen_at"],
+                    record["how"],
+                    record["delay_seconds"],
+                ),
+            )
+    return watch
 
 
 class Agent:
@@ -280,9 +322,14 @@ class Agent:
         )
         self.events: EventListener | None = None
         if settings.events.sqs_queue_url is not None and self.clients.sqs is not None:
-            refresher = self.components.refresher
+            refresher, watch = self.components.refresher, self.components.watch
 
-            async def refresh_named(secret_ref: str) -> bool:
+            async def refresh_named(secret_ref: str, event_name: str) -> bool:
+                if event_name in ROTATION_FAILURES:
+                    arn = refresher.cached_arn(secret_ref)
+                    if arn is None:
+                        return False
+                    watch.rotation_failed(arn)
                 return await refresher.refresh_secret(secret_ref, how="event")
 
             self.events = EventListener(
@@ -320,6 +367,7 @@ class Agent:
     def _observe_upstream(self, service: str, operation: str, outcome: str, transient: bool) -> None:
         self.metrics.observe_upstream(operation, outcome)
         if service == SECRETS_MANAGER:
+            self.components.upstream.note(outcome, transient)
             # Failure bursts are about the secrets' upstream; an SQS success must not end one.
             self.audit.upstream(operation, outcome, transient)
 
@@ -354,6 +402,8 @@ class Agent:
         if self.components.parameters is not None:
             self._spawn("parameter-refresher", self.components.parameters.refresher.run())
         self._spawn("readiness", self._become_ready())
+        refresher = self.components.refresher
+        self._spawn("rotation-watch", self.components.watch.run(refresher.prefetched, lambda: refresher.required))
         if self.events is not None:
             self._spawn("events", self.events.run())
         self._spawn("watchdog", self.notifier.watchdog())

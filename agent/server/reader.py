@@ -14,6 +14,7 @@ from typing import Any
 
 from agent.access.policy import Policy, canonical_ids, subject_ids
 from agent.cache.store import Lookup, SecretCache
+from agent.cache.usage import ReadUsage
 from agent.core.errors import Forbidden
 from agent.core.metrics import Metrics
 from agent.core.types import Selector
@@ -27,46 +28,60 @@ class SecretReader:
     """Policy-checked reads through the cache, counted per client and decision."""
 
     def __init__(
-        self, cache: SecretCache, policy: Policy, metrics: Metrics, *, caches: RegionalCaches | None = None
+        self,
+        cache: SecretCache,
+        policy: Policy,
+        metrics: Metrics,
+        *,
+        caches: RegionalCaches | None = None,
+        usage: ReadUsage | None = None,
     ) -> None:
         self._cache = cache
+        self._usage = usage  # per secret and client, for /status
         # The agent's own caches: ``cache`` at home, and one per other region read by full ARN.
         self.caches = caches or RegionalCaches(cache)
         self._policy = policy
         self._metrics = metrics
 
-    def _deny(self, client: str) -> Forbidden:
+    def _deny(self, client: str, arn: str | None = None) -> Forbidden:
         self._metrics.observe_read(client, "deny")
+        if arn is not None and self._usage is not None:
+            self._usage.note(arn, client, None, allowed=False)
         return Forbidden(ACCESS_DENIED)  # same body whether or not the secret exists
 
     def _cache_for(self, secret_id: str, caches: RegionalCaches | None) -> SecretCache:
         return (self.caches if caches is None else caches).for_id(secret_id)
 
-    def permits(self, client: str, secret_id: str, *, caches: RegionalCaches | None = None) -> bool:
-        """Whether ``client`` may read ``secret_id`` (the early decision); no upstream call, nothing counted."""
+    def _early(self, client: str, secret_id: str, caches: RegionalCaches | None) -> tuple[bool, str | None]:
+        """The early decision, and the ARN ``secret_id`` is known to stand for (None: not known yet)."""
         if self._policy.unrestricted(client):
-            return True
+            return True, None
         # Decided before a cache is chosen: a denied read never makes the agent keep a region's cache.
         cache = (self.caches if caches is None else caches).peek_for_id(secret_id)
         arn = cache.resolve(secret_id) if cache is not None else None
         if cache is None or arn is None:
-            return self._policy.allows(client, subject_ids(secret_id))
+            return self._policy.allows(client, subject_ids(secret_id)), None
         ids = subject_ids(secret_id, arn=arn, name=cache.name_of(arn) if arn else None)
-        return self._policy.allows(client, ids)
+        return self._policy.allows(client, ids), arn
 
-    def permits_canonical(self, client: str, *, arn: str, name: str) -> bool:
-        """The final decision, on the secret's own name and ARN (never on what the caller typed); nothing counted."""
-        return self._policy.unrestricted(client) or self._policy.allows(client, canonical_ids(arn=arn, name=name))
+    def permits(self, client: str, secret_id: str, *, caches: RegionalCaches | None = None) -> bool:
+        """Whether ``client`` may read ``secret_id`` (the early decision); no upstream call, nothing counted."""
+        return self._early(client, secret_id, caches)[0]
 
     def check(self, client: str, secret_id: str, *, caches: RegionalCaches | None = None) -> None:
         """Raise Forbidden unless ``client`` may read ``secret_id``; decided without any upstream call."""
-        if not self.permits(client, secret_id, caches=caches):
-            raise self._deny(client)
+        allowed, arn = self._early(client, secret_id, caches)
+        if not allowed:
+            raise self._deny(client, arn)
+
+    def may_read(self, client: str, *, arn: str, name: str) -> bool:
+        """Whether ``client`` may read this secret (its own name and ARN); nothing counted (for listings)."""
+        return self._policy.unrestricted(client) or self._policy.allows(client, canonical_ids(arn=arn, name=name))
 
     def check_canonical(self, client: str, *, arn: str, name: str) -> None:
         """The final decision, on the secret's own name and ARN (never on what the caller typed)."""
-        if not self.permits_canonical(client, arn=arn, name=name):
-            raise self._deny(client)
+        if not self.may_read(client, arn=arn, name=name):
+            raise self._deny(client, arn)
 
     def cached(self, client: str, secret_id: str, selector: Selector) -> Lookup | None:
         """A fresh cache hit ``client`` may read, decided as :meth:`read` decides; None for anything else.
@@ -78,16 +93,21 @@ class SecretReader:
             return None
         cache = self.caches.peek_for_id(secret_id)
         lookup = cache.fresh(secret_id, selector) if cache is not None else None
-        if lookup is None or not self.permits_canonical(client, arn=lookup.value.arn, name=lookup.value.name):
+        if lookup is None or not self.may_read(client, arn=lookup.value.arn, name=lookup.value.name):
             return None
         return lookup
 
-    def served(self, client: str, secret_id: str, selector: Selector) -> None:
+    def served(self, client: str, secret_id: str, selector: Selector, lookup: Lookup) -> None:
         """Count a read :meth:`cached` found and the hot path answered, as :meth:`read` counts it."""
         cache = self.caches.peek_for_id(secret_id)
         if cache is not None:
             cache.count_hit(secret_id, selector)
+        self._noted_allow(client, lookup)
+
+    def _noted_allow(self, client: str, lookup: Lookup) -> None:
         self._metrics.observe_read(client, "allow")
+        if self._usage is not None:
+            self._usage.note(lookup.value.arn, client, lookup.value.version_id, allowed=True)
 
     async def read(
         self,
@@ -102,7 +122,7 @@ class SecretReader:
         self.check(client, secret_id, caches=caches)
         lookup = await self._cache_for(secret_id, caches).get(secret_id, selector, refresh=refresh)
         self.check_canonical(client, arn=lookup.value.arn, name=lookup.value.name)
-        self._metrics.observe_read(client, "allow")
+        self._noted_allow(client, lookup)
         return lookup
 
     async def list_page(

@@ -5,7 +5,8 @@ events to the queue. For ``PutSecretValue``, ``UpdateSecret``,
 ``UpdateSecretVersionStage``, ``RotateSecret``, ``RotationSucceeded`` and
 ``DeleteSecret`` naming a cached secret (by ARN, partial ARN or name; the ARN
 key may be spelt ``arn``, ``aRN`` or ``ARN``) the secret is refreshed at once and
-the message deleted. Unrelated messages (other sources or events, secrets this
+the message deleted. ``RotationFailed`` and ``RotationAbandoned`` mark the
+secret's rotation health ``failed`` (and refresh it too). Unrelated messages (other sources or events, secrets this
 agent does not cache, unparseable bodies) are left alone: the queue may be shared,
 and a redrive policy should catch poison messages. A message whose refresh
 failed transiently is not deleted, so SQS redelivers it.
@@ -40,9 +41,12 @@ RELEVANT_EVENTS = frozenset(
         "DeleteSecret",
     }
 )
+# A rotation that did not finish: the secret's rotation health becomes "failed" until a new AWSCURRENT.
+ROTATION_FAILURES = frozenset({"RotationFailed", "RotationAbandoned"})
 MAX_MESSAGES = 10  # ReceiveMessage's maximum
 RECEIVE_BACKOFF_CAP_SECONDS = 60.0
-SecretRefresher = Callable[[str], Awaitable[bool]]
+# (secret reference, event name) → True when the agent caches that secret (and acted on it).
+SecretRefresher = Callable[[str, str], Awaitable[bool]]
 
 
 def parse_event(body: str) -> tuple[str, list[str]] | None:
@@ -59,7 +63,7 @@ def parse_event(body: str) -> tuple[str, list[str]] | None:
     if not isinstance(data, dict) or data.get("source") != "aws.secretsmanager":
         return None
     detail = data.get("detail")
-    if not isinstance(detail, dict) or detail.get("eventName") not in RELEVANT_EVENTS:
+    if not isinstance(detail, dict) or detail.get("eventName") not in RELEVANT_EVENTS | ROTATION_FAILURES:
         return None
     refs: list[str] = []
     for section, keys in (
@@ -139,7 +143,7 @@ class EventListener:
         handled = False
         try:
             for ref in refs:
-                if await self._refresh(ref):
+                if await self._refresh(ref, event_name):
                     handled = True
                     break
         except UpstreamError as exc:

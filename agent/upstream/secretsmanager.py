@@ -15,7 +15,7 @@ from agent.core.errors import UpstreamError
 from agent.core.types import AWSCURRENT, SecretValue, Selector
 from agent.upstream.calls import UpstreamCalls, client_error, translate
 from agent.upstream.regions import RegionalClients, arn_region
-from agent.upstream.source import BATCH_LIMIT, LIST_PAGE_SIZE, BatchResult, SecretMeta
+from agent.upstream.source import BATCH_LIMIT, LIST_PAGE_SIZE, BatchResult, SecretMeta, VersionInfo
 
 
 def value_from_response(reply: dict[str, Any]) -> SecretValue:
@@ -32,9 +32,23 @@ def value_from_response(reply: dict[str, Any]) -> SecretValue:
     )
 
 
+def _timestamp(value: Any) -> float | None:
+    return value.timestamp() if value is not None and hasattr(value, "timestamp") else None
+
+
+def rotation_schedule(rules: Any) -> str | None:
+    """RotationRules as one line: the schedule expression, else "every N days"."""
+    if not isinstance(rules, dict):
+        return None
+    expression = rules.get("ScheduleExpression")
+    if isinstance(expression, str) and expression:
+        return expression
+    days = rules.get("AutomaticallyAfterDays")
+    return f"every {days} days" if isinstance(days, int) else None
+
+
 def meta_from_entry(entry: dict[str, Any]) -> SecretMeta:
     """Build a :class:`SecretMeta` from a ListSecrets entry or DescribeSecret reply."""
-    rotation = entry.get("NextRotationDate")
     # ListSecrets calls it SecretVersionsToStages, DescribeSecret VersionIdsToStages.
     stages = entry.get("SecretVersionsToStages") or entry.get("VersionIdsToStages") or {}
     return SecretMeta(
@@ -42,8 +56,11 @@ def meta_from_entry(entry: dict[str, Any]) -> SecretMeta:
         name=entry["Name"],
         versions_to_stages={k: tuple(v) for k, v in stages.items()},
         tags={t["Key"]: t.get("Value", "") for t in entry.get("Tags") or ()},
-        next_rotation=rotation.timestamp() if rotation is not None else None,
+        next_rotation=_timestamp(entry.get("NextRotationDate")),
         deleted=entry.get("DeletedDate") is not None,
+        rotation_enabled=entry.get("RotationEnabled") if isinstance(entry.get("RotationEnabled"), bool) else None,
+        rotation_schedule=rotation_schedule(entry.get("RotationRules")),
+        last_rotated=_timestamp(entry.get("LastRotatedDate")),
     )
 
 
@@ -133,6 +150,26 @@ class SecretsManagerSource:
             "DescribeSecret", self._op(secret_id, "describe_secret"), secret_id=secret_id, SecretId=secret_id
         )
         return meta_from_entry(reply)
+
+    async def list_versions(self, secret_id: str) -> list[VersionInfo]:
+        """ListSecretVersionIds, one page of up to 100 versions (deprecated ones left out)."""
+        reply = await self._calls.call(
+            "ListSecretVersionIds",
+            self._op(secret_id, "list_secret_version_ids"),
+            secret_id=secret_id,
+            SecretId=secret_id,
+            MaxResults=LIST_PAGE_SIZE,
+        )
+        return [
+            VersionInfo(
+                version_id=item["VersionId"],
+                stages=tuple(item.get("VersionStages") or ()),
+                created=_timestamp(item.get("CreatedDate")),
+                last_accessed=_timestamp(item.get("LastAccessedDate")),
+            )
+            for item in reply.get("Versions", ())
+            if isinstance(item.get("VersionId"), str)
+        ]
 
     async def list_secrets(
         self,

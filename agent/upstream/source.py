@@ -29,6 +29,10 @@ class SecretMeta:
     tags: dict[str, str] = field(default_factory=dict)
     next_rotation: float | None = None
     deleted: bool = False
+    # Rotation configuration, as DescribeSecret and ListSecrets report it (None: not reported).
+    rotation_enabled: bool | None = None
+    rotation_schedule: str | None = None  # ScheduleExpression, or "every N days"
+    last_rotated: float | None = None
 
     def version_for_stage(self, stage: str) -> str | None:
         """The version id that carries ``stage``, if any."""
@@ -41,6 +45,16 @@ class SecretMeta:
     def current_version(self) -> str | None:
         """The version id that carries ``AWSCURRENT``, if known."""
         return self.version_for_stage(AWSCURRENT)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version as ListSecretVersionIds reports it (no value)."""
+
+    version_id: str
+    stages: tuple[str, ...]
+    created: float | None = None
+    last_accessed: float | None = None
 
 
 @dataclass
@@ -83,4 +97,8 @@ class SecretSource(Protocol):
         self, filters: Sequence[Mapping[str, Any]], max_results: int, next_token: str | None
     ) -> tuple[list[SecretMeta], str | None]:
         """One ListSecrets page matching ``filters`` (the API's own filter shapes), and the next page's token."""
+        ...
+
+    async def list_versions(self, secret_id: str) -> list[VersionInfo]:
+        """ListSecretVersionIds (one page, up to 100 versions): ids, stages, CreatedDate, LastAccessedDate."""
         ...

@@ -7,7 +7,7 @@ over a fresh socket (TCP, or the Unix socket), in the same order to both, so
 both caches go through the same states. The responses are compared whole:
 status line, every header in order (the values of ``Date``, ``X-Request-Id``
 and ``Age``, clock readings, aside), body. Then the audit records, the
-request log lines and the metric counts.
+request log lines, the metric counts and what ``/status`` counts.
 
 The targeted tests after it check that the hot path really answers (so the
 comparison cannot pass by sending everything to aiohttp) and that a
@@ -408,6 +408,18 @@ async def metrics_text(agent: AgentHandle) -> str:
     return reply.text
 
 
+async def status_counts(agent: AgentHandle) -> dict[str, Any]:
+    """What /status counts (cache hits and misses, reads per secret and client), without its clock readings."""
+    reply = await agent.get("/status")
+    assert reply.status == 200, reply.text
+    status = reply.json()
+    reads = {
+        secret["name"]: sorted((r["client"], r["last_hour"], r["last_day"], r["denied"]) for r in secret["reads"])
+        for secret in status["secrets"]
+    }
+    return {"hits": status["cache"]["hits"], "misses": status["cache"]["misses"], "reads": reads}
+
+
 def request_lines(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The request log lines, without the fields that are clock readings."""
     return [
@@ -435,6 +447,7 @@ async def test_both_paths_answer_the_corpus_identically(pair: Pair, secrets: Sec
     assert lines["fast"] == lines["slow"]
     assert audit_records(pair.fast_audit) == audit_records(pair.slow_audit)
     assert counters(await metrics_text(pair.fast)) == counters(await metrics_text(pair.slow))
+    assert await status_counts(pair.fast) == await status_counts(pair.slow)
     # The comparison covered answers of the hot path, not only aiohttp's.
     assert await pair.fast.metric("secrets_agent_fast_path_answers_total") >= 20
     assert await pair.slow.metric("secrets_agent_fast_path_answers_total") == 0

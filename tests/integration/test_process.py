@@ -111,6 +111,9 @@ async def test_no_secret_or_token_in_logs_at_debug(
         assert status in (200, 400, 404), (path, status)
     status, metrics_body = await fetch(base + "/metrics")
     assert status == 200 and canary.encode() not in metrics_body and TOKEN.encode() not in metrics_body
+    status, status_body = await fetch(base + "/status")
+    assert status == 200 and b"canary/json" in status_body
+    assert canary.encode() not in status_body and TOKEN.encode() not in status_body
     # A parser error (a folded token header) and a refused Host, each carrying the token.
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     folded = f"X-Aws-Parameters-Secrets-Token: x\r\n {TOKEN}\r\n"

@@ -10,7 +10,7 @@ from typing import Any
 
 from agent.core.errors import SecretNotFound, UpstreamError
 from agent.core.types import AWSCURRENT, SecretValue, Selector
-from agent.upstream.source import BatchResult, SecretMeta
+from agent.upstream.source import BatchResult, SecretMeta, VersionInfo
 from agent.upstream.ssm import ParameterBatch, ParameterMeta, ParameterValue, split_selector
 
 ARN_PREFIX = "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
@@ -93,6 +93,13 @@ class FakeSource:
         page = found[start : start + max_results]
         more = start + max_results < len(found)
         return page, str(start + max_results) if more else None
+
+    async def list_versions(self, secret_id: str) -> list[VersionInfo]:
+        self.calls[f"versions:{secret_id}"] += 1
+        if self.fail_with is not None:
+            raise self.fail_with
+        secret = self._find(secret_id)
+        return [VersionInfo(secret.version_id, secret.version_stages, created=secret.created_date)]
 
     def close(self) -> None:
         pass

@@ -4,7 +4,8 @@ It forwards every request to the upstream unless a :class:`Fault` matches the
 request's operation (``X-Amz-Target`` for JSON services, ``Action=`` for query
 services such as STS). Faults answer with an AWS error, delay, drop the
 connection, or hang. It also counts requests per operation, which is how tests
-assert "no upstream call" without trusting the agent's own metrics.
+assert "no upstream call" without trusting the agent's own metrics, and can
+rewrite JSON replies (:meth:`FaultProxy.shift_dates`: upstream's clock moved).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from aiohttp import ClientOSError, ClientSession, ServerDisconnectedError, web
@@ -60,6 +62,7 @@ class FaultProxy:
         self.calls: Counter[str] = Counter()
         self.times: list[tuple[float, str]] = []  # (monotonic time, operation) of every request
         self.signers: list[tuple[str, str]] = []  # (operation, SigV4 access key id) of every request
+        self.rewrites: list[Callable[[str, dict[str, Any]], None]] = []  # (operation, JSON reply) edited in place
         self.port = free_port()
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
@@ -76,6 +79,15 @@ class FaultProxy:
     def clear(self) -> None:
         """Forward everything again."""
         self.faults.clear()
+        self.rewrites.clear()
+
+    def shift_dates(self, seconds: float) -> None:
+        """Move every date in Secrets Manager replies by ``seconds`` (negative: as if it all happened earlier)."""
+
+        def shift(_operation: str, reply: dict[str, Any]) -> None:
+            _shift(reply, seconds)
+
+        self.rewrites.append(shift)
 
     def _match(self, operation: str) -> Fault | None:
         for fault in self.faults:
@@ -128,7 +140,7 @@ class FaultProxy:
                 async with self._session.request(
                     request.method, self.upstream + request.path_qs, data=body, headers=headers
                 ) as reply:
-                    data = await reply.read()
+                    data = self._rewrite(operation, await reply.read())
                     passthrough = {
                         k: v
                         for k, v in reply.headers.items()
@@ -140,6 +152,19 @@ class FaultProxy:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _rewrite(self, operation: str, data: bytes) -> bytes:
+        if not self.rewrites:
+            return data
+        try:
+            reply = json.loads(data)
+        except ValueError:
+            return data
+        if not isinstance(reply, dict):
+            return data
+        for rewrite in self.rewrites:
+            rewrite(operation, reply)
+        return json.dumps(reply).encode()
 
     async def start(self) -> FaultProxy:
         """Listen on 127.0.0.1:port."""
@@ -157,3 +182,21 @@ class FaultProxy:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+
+
+DATE_KEYS = frozenset(
+    {"CreatedDate", "LastRotatedDate", "NextRotationDate", "LastChangedDate", "LastAccessedDate", "DeletedDate"}
+)
+
+
+def _shift(node: Any, seconds: float) -> None:
+    """Add ``seconds`` to every epoch date (the JSON protocol's dates are numbers) under ``node``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in DATE_KEYS and isinstance(value, int | float):
+                node[key] = value + seconds
+            else:
+                _shift(value, seconds)
+    elif isinstance(node, list):
+        for item in node:
+            _shift(item, seconds)

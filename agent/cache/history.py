@@ -1,0 +1,148 @@
+"""Rotation history: every ``AWSCURRENT`` change the agent saw, per secret, newest first, bounded.
+
+Three sources feed it, in the order an agent meets them:
+
+1. the audit file, when ``[audit] path`` is set: rotation records written by
+   earlier runs are restored with the ``how`` and ``seen_at`` they were
+   recorded with (:meth:`RotationHistory.restore`);
+2. upstream, once per prefetched secret (ListSecretVersionIds): versions the
+   agent never saw change are added with their CreatedDate as ``seen_at`` and
+   ``how = "history"`` (:meth:`RotationHistory.seed`);
+3. the agent itself: every :class:`~agent.cache.rotations.Rotation` it
+   publishes, with the detection delay (seen - the new version's CreatedDate).
+
+An entry is keyed by the version that became current, so the same change
+learnt twice is kept once: an account the agent observed (now or in an
+earlier run) replaces one inferred from upstream's versions, never the
+reverse, since it says how and when the change was really seen.
+
+Times are wall-clock seconds (``time.time``): they are shown to people.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from agent.cache.rotations import Rotation
+from agent.core.types import AWSCURRENT, AWSPREVIOUS
+from agent.upstream.source import VersionInfo
+
+# Changes kept per secret, and secrets kept: bounded whatever the agent runs for.
+DEFAULT_PER_SECRET = 50
+DEFAULT_MAX_SECRETS = 10_000
+INFERRED = "history"  # the ``how`` of a change inferred from ListSecretVersionIds
+
+
+@dataclass(frozen=True)
+class Change:
+    """One observed change of ``AWSCURRENT``."""
+
+    version_id: str
+    previous_version_id: str | None
+    seen_at: float
+    how: str  # poll, event, read, refreshNow, or history (seeded from upstream)
+    delay_seconds: float | None  # seen_at - the new version's CreatedDate, when known
+
+
+class RotationHistory:
+    """Per-secret bounded history of ``AWSCURRENT`` changes (by canonical ARN)."""
+
+    def __init__(
+        self,
+        *,
+        per_secret: int = DEFAULT_PER_SECRET,
+        max_secrets: int = DEFAULT_MAX_SECRETS,
+    ) -> None:
+        self._per_secret = per_secret
+        self._max_secrets = max_secrets
+        self._changes: OrderedDict[str, deque[Change]] = OrderedDict()
+
+    def __contains__(self, arn: str) -> bool:
+        return arn in self._changes
+
+    def changes(self, arn: str) -> list[Change]:
+        """The secret's changes, newest first."""
+        return sorted(self._changes.get(arn, ()), key=lambda change: change.seen_at, reverse=True)
+
+    def last_changed(self, arn: str) -> float | None:
+        """When ``AWSCURRENT`` last moved, as far as the history knows."""
+        changes = self._changes.get(arn)
+        return max((change.seen_at for change in changes), default=None) if changes else None
+
+    def superseded_at(self, arn: str, version_id: str) -> float | None:
+        """When ``version_id`` stopped being ``AWSCURRENT`` (the change that replaced it was seen), else None."""
+        successor = self._successor(arn, version_id)
+        return successor.seen_at if successor is not None else None
+
+    def _successor(self, arn: str, version_id: str) -> Change | None:
+        """The known change that replaced ``version_id``, if any."""
+        return next((c for c in self._changes.get(arn, ()) if c.previous_version_id == version_id), None)
+
+    def add(self, arn: str, change: Change) -> bool:
+        """Record ``change``; an observed one replaces an inferred one for the same version, else the first stays."""
+        changes = self._changes.get(arn)
+        if changes is None:
+            changes = self._changes[arn] = deque(maxlen=self._per_secret)
+            while len(self._changes) > self._max_secrets:
+                self._changes.popitem(last=False)
+        known = next((known for known in changes if known.version_id == change.version_id), None)
+        if known is not None:
+            if known.how != INFERRED or change.how == INFERRED:
+                return False
+            changes.remove(known)
+        if len(changes) == changes.maxlen:
+            # Keep the newest: drop the oldest by seen_at, whatever order they arrived in.
+            oldest = min(changes, key=lambda known: known.seen_at)
+            if oldest.seen_at > change.seen_at:
+                return False
+            changes.remove(oldest)
+        changes.append(change)
+        self._changes.move_to_end(arn)
+        return True
+
+    def observe(self, rotation: Rotation) -> Change:
+        """A :class:`Rotation` the agent published: recorded with its detection delay."""
+        value = rotation.value
+        delay = rotation.delay_seconds()
+        change = Change(value.version_id, rotation.old_version, rotation.seen_at, rotation.how, delay)
+        self.add(value.arn, change)
+        return change
+
+    def restore(self, arn: str, change: Change) -> None:
+        """A change recorded by an earlier run (from the audit file)."""
+        self.add(arn, change)
+
+    def seed(self, arn: str, versions: Iterable[VersionInfo]) -> int:
+        """Changes inferred from ListSecretVersionIds; returns how many were new.
+
+        Versions are ordered by CreatedDate; each that is (or was, being
+        ``AWSPREVIOUS`` or older and not merely pending) a current version
+        counts as one change from the one before it, seen at its CreatedDate.
+        """
+        dated = sorted(
+            (version for version in versions if version.created is not None and _was_current(version)),
+            # CreatedDate may tie (whole seconds): the previous version goes before the current one.
+            key=lambda version: (version.created or 0.0, AWSCURRENT in version.stages),
+        )
+        added = 0
+        previous: str | None = None
+        for version in dated:
+            assert version.created is not None  # filtered above
+            seen = version.created
+            successor = self._successor(arn, version.version_id)
+            if successor is not None:
+                # A version was current before its successor was seen, whatever date upstream reports
+                # (an emulator may report the time of the call).
+                seen = min(seen, successor.seen_at)
+            change = Change(version.version_id, previous, seen, INFERRED, None)
+            added += self.add(arn, change)
+            previous = version.version_id
+        return added
+
+
+def _was_current(version: VersionInfo) -> bool:
+    """A version that is or was current: AWSCURRENT, AWSPREVIOUS, or unlabelled (deprecated ones are older)."""
+    stages = set(version.stages)
+    return AWSCURRENT in stages or AWSPREVIOUS in stages or not stages

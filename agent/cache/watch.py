@@ -1,0 +1,196 @@
+"""The rotation watch: history, health and read usage of the cached secrets, kept up by one task.
+
+:class:`RotationWatch` owns the three books (:mod:`agent.cache.history`,
+:mod:`agent.cache.health`, :mod:`agent.cache.usage`) and feeds them:
+
+* every published :class:`~agent.cache.rotations.Rotation` goes into the
+  history and ends a ``failed`` state (a new ``AWSCURRENT`` was seen);
+* ``RotationFailed``/``RotationAbandoned`` events mark a secret ``failed``;
+* after prefetch (never before: readiness does not wait for it) the history
+  of each prefetched secret is seeded with one ListSecretVersionIds call,
+  one call at a time, through the same pool, pacer and metrics as every
+  other upstream call;
+* every ``interval`` seconds each cached secret's health is assessed from
+  the metadata the cache already holds. A version newly seen labelled
+  ``AWSPENDING`` costs one ListSecretVersionIds, once, to learn its
+  CreatedDate (the grace is counted from it); until then (or if the call
+  fails) the time the agent first saw it stands in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from agent.cache.health import HealthBook, Signals, assess
+from agent.cache.history import Change, RotationHistory
+from agent.cache.rotations import Rotation
+from agent.cache.store import STAGE_CURRENT, SecretCache
+from agent.cache.usage import ReadUsage
+from agent.core.errors import UpstreamError
+from agent.core.log import get_logger
+from agent.core.metrics import Metrics
+from agent.core.types import AWSCURRENT, AWSPENDING
+from agent.upstream.source import SecretSource, VersionInfo
+
+log = get_logger("agent.cache.watch")
+
+MAX_PENDING_TRACKED = 10_000
+
+
+class RotationWatch:
+    """History, health and usage of the agent's cached secrets (see the module docstring)."""
+
+    def __init__(
+        self,
+        cache: SecretCache,
+        source: SecretSource,
+        metrics: Metrics,
+        *,
+        grace_seconds: float,
+        interval_seconds: float,
+        stale_after_seconds: float | None,
+        seed_history: bool = True,
+        history_per_secret: int = 50,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._cache = cache
+        self._source = source
+        self._grace = grace_seconds
+        self._interval = interval_seconds
+        self._stale_after = stale_after_seconds
+        self._seed_history = seed_history
+        self._clock = clock
+        self._wall = wall_clock
+        self.history = RotationHistory(per_secret=history_per_secret)
+        self.usage = ReadUsage(self.history, wall_clock=wall_clock)
+        self.health = HealthBook(lambda state, count: metrics.secret_health.labels(state).set(count))
+        self._failed_events: dict[str, float] = {}  # ARN → when a RotationFailed/Abandoned event came
+        # (ARN, pending version) → its CreatedDate (or first seen, until known); None: lookup running.
+        self._pending: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._asked: set[tuple[str, str]] = set()
+        self._lookups: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ inputs
+
+    def observe(self, rotation: Rotation) -> None:
+        """A rotation the agent installed (a :class:`~agent.cache.rotations.RotationFeed` subscriber)."""
+        self._failed_events.pop(rotation.value.arn, None)  # a new AWSCURRENT ends a failed rotation
+        self.history.observe(rotation)
+
+    def rotation_failed(self, arn: str) -> None:
+        """A RotationFailed/RotationAbandoned event named this (cached) secret."""
+        self._failed_events[arn] = self._wall()
+
+    def restore(self, arn: str, change: Change) -> None:
+        """A change recorded by an earlier run (the audit file)."""
+        self.history.restore(arn, change)
+
+    # ------------------------------------------------------------------ the task
+
+    async def run(self, prefetched: asyncio.Event, required: Callable[[], Iterable[str]]) -> None:
+        """Seed history once prefetch is done, then assess health every interval, until cancelled."""
+        try:
+            await prefetched.wait()
+            if self._seed_history:
+                await self.seed(sorted(required()))
+            while True:
+                await self.assess_all()
+                await asyncio.sleep(self._interval)
+        finally:
+            for task in list(self._lookups):
+                task.cancel()
+
+    async def seed(self, arns: Iterable[str]) -> None:
+        """One ListSecretVersionIds per secret, one at a time; a failure skips that secret only."""
+        added = 0
+        for arn in arns:
+            versions = await self._versions(arn)
+            if versions is not None:
+                added += self.history.seed(arn, versions)
+        log.info("history_seeded", changes=added)
+
+    async def _versions(self, arn: str) -> list[VersionInfo] | None:
+        try:
+            versions = await self._source.list_versions(arn)
+        except UpstreamError as exc:
+            log.warning("history_seed_failed", arn=arn, error=exc.code)
+            return None
+        for version in versions:
+            if AWSPENDING in version.stages and AWSCURRENT not in version.stages and version.created is not None:
+                self._pending[(arn, version.version_id)] = version.created
+                self._asked.add((arn, version.version_id))
+        return versions
+
+    # ------------------------------------------------------------------ health
+
+    async def assess_all(self) -> None:
+        """Assess every cached secret now, update the gauge, log transitions."""
+        now, mono = self._wall(), self._clock()
+        arns = self._cache.arns()
+        for arn in arns:
+            await self._assess(arn, now, mono)
+        self.health.retain(arns)
+        self.health.publish()
+        self._forget_pending(set(arns))
+
+    async def _assess(self, arn: str, now: float, mono: float) -> None:
+        held = self._cache.metadata.get(arn)
+        meta = held[0] if held is not None else None
+        pending: dict[str, float] = {}
+        if meta is not None:
+            for version, stages in meta.versions_to_stages.items():
+                if AWSPENDING in stages and AWSCURRENT not in stages:
+                    pending[version] = self._pending_created(arn, version, now)
+        last_changed = self.history.last_changed(arn)
+        if meta is not None and meta.last_rotated is not None:
+            last_changed = max(last_changed or 0.0, meta.last_rotated)
+        signals = Signals(
+            meta=meta,
+            last_changed=last_changed,
+            failed_event_at=self._failed_events.get(arn),
+            pending_created=pending,
+            stale=await self.is_stale(arn, mono),
+            deleted=await self._deleted(arn),
+        )
+        health, reason = assess(signals, now, self._grace)
+        self.health.update(arn, self._cache.name_of(arn) or arn, health, reason, now)
+
+    async def is_stale(self, arn: str, mono: float | None = None) -> bool:
+        """Served past an upstream failure: a stale read since the last confirmation, or unconfirmed too long."""
+        if arn in self._cache.serving_stale:
+            return True
+        if self._stale_after is None:
+            return False
+        entry = await self._cache.peek(arn, STAGE_CURRENT)
+        now = self._clock() if mono is None else mono
+        return entry is not None and now - entry.confirmed_at > self._stale_after
+
+    async def _deleted(self, arn: str) -> bool:
+        """Upstream said so: the entry carries ResourceNotFound, or the marked-for-deletion refusal."""
+        entry = await self._cache.peek(arn, STAGE_CURRENT)
+        error = entry.error if entry is not None else None
+        return error is not None and (error.code == "ResourceNotFoundException" or "deletion" in error.message)
+
+    def _pending_created(self, arn: str, version: str, now: float) -> float:
+        key = (arn, version)
+        created = self._pending.get(key)
+        if created is None:
+            created = self._pending[key] = now  # stands in until the lookup answers
+            while len(self._pending) > MAX_PENDING_TRACKED:
+                self._pending.popitem(last=False)
+        if key not in self._asked:
+            self._asked.add(key)
+            task = asyncio.ensure_future(self._versions(arn))
+            self._lookups.add(task)  # kept to be cancelled at shutdown
+            task.add_done_callback(self._lookups.discard)
+        return created
+
+    def _forget_pending(self, cached: set[str]) -> None:
+        for key in [key for key in self._pending if key[0] not in cached]:
+            del self._pending[key]
+            self._asked.discard(key)
