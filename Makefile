@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint typecheck suite js-sdk bench bench-freshness bench-bad-days clean
+.PHONY: install demo test test-fast lint typecheck suite js-sdk browser bench bench-freshness bench-bad-days bench-fanout clean
 
 # (Re)create the virtualenv and install the package with its dev/test extras
 # whenever pyproject.toml changes.
@@ -30,7 +30,7 @@ typecheck: $(STAMP)
 
 # The whole suite: tests/unit and tests/integration (real moto_server, agent processes, sockets).
 # (Formerly `unit`, renamed now that tests/unit holds only the unit tests.)
-suite: $(STAMP) js-sdk
+suite: $(STAMP) js-sdk browser
 	$(BIN)/pytest
 
 # Only tests/unit: pure logic, no processes or sockets, a few seconds. Not a substitute for `make test`.
@@ -43,6 +43,13 @@ js-sdk:
 		npm ci --silent --no-audit --no-fund --prefix tests/js >/dev/null 2>&1 || echo "npm ci failed: the JavaScript SDK test will be skipped"; \
 	else echo "npm not found: the JavaScript SDK test will be skipped"; fi
 
+# A real headless browser for the /ui test: Debian's chromium and chromium-driver (Selenium is given
+# their paths and never downloads a browser). Installed when chromedriver is missing, as bench/run.sh does wrk.
+browser:
+	@if ! command -v chromedriver >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+
 test: lint typecheck suite
 
 # Throughput needs wrk and nginx (Debian packages); bench/run.sh installs them when missing.
@@ -52,6 +59,10 @@ bench: $(STAMP)
 # Upstream calls and staleness by refresh policy (about 15 minutes).
 bench-freshness: $(STAMP)
 	$(BIN)/python -m bench.freshness
+
+# SNS fan-out: agents on one topic, publish-to-served latency, what each filter let through (about a minute).
+bench-fanout: $(STAMP)
+	$(BIN)/python -m bench.fanout
 
 # Hung and failing upstreams, SIGTERM during trouble, missing secrets (about a minute).
 bench-bad-days: $(STAMP)

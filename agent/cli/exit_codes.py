@@ -6,6 +6,7 @@
 2     invalid configuration or usage (every problem listed)
 3     run: AWS credentials missing or rejected
 4     run: a listener could not be opened (port taken, socket in use)
+5     status: a secret is overdue, failed or stale (the table was printed)
 10    get/wait/exec: secret not found (or JSON field absent)
 11    get/wait/exec: access denied (token or policy)
 12    get/wait/exec: agent unreachable
@@ -33,6 +34,7 @@ from agent.core.errors import (
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_UNHEALTHY = 5  # not an error: `status` printed its table and something needs attention
 
 # The most specific class wins: an error's class is looked up along its MRO.
 EXIT_CODES: dict[type[AgentError], int] = {

@@ -1,4 +1,4 @@
-"""Command line: ``secrets-agent {run,check-config,demo,audit,get,wait,exec}``.
+"""Command line: ``secrets-agent {run,check-config,demo,audit,get,wait,exec,status,sweep-queues}``.
 
 Each subcommand raises the agent's errors; :func:`main` turns them into exit
 codes through the one table in :mod:`agent.cli.exit_codes`.
@@ -106,13 +106,49 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument("--on-change", choices=["restart", "signal", "none"], help="on rotation (default restart)")
     execute.add_argument("--signal", help="signal for --on-change signal (default SIGHUP; exec.signal)")
     execute.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command and its arguments")
+    status = sub.add_parser("status", help="the agent's secrets, their rotation health and reads (exit 5: unhealthy)")
+    _add_caller_flags(status)
+    status.add_argument("--watch", action="store_true", help="redraw every --interval seconds until Ctrl-C")
+    status.add_argument("--interval", type=_positive_seconds, default=3.0, help="seconds between redraws (default 3)")
+    sweep = sub.add_parser(
+        "sweep-queues", help="delete SNS-mode queues and subscriptions that killed agents left behind"
+    )
+    _add_config_flags(sweep)
+    sweep.add_argument(
+        "--older-than",
+        type=float,
+        metavar="SECONDS",
+        help="a queue whose heartbeat is older is an orphan (default 1800: six missed heartbeats)",
+    )
+    sweep.add_argument("--prefix", help="queue name prefix (default events.queue_prefix)")
+    sweep.add_argument(
+        "--topic-arn",
+        action="append",
+        default=[],
+        metavar="ARN",
+        help="also remove this topic's subscriptions whose queue is gone (repeatable; default events.sns_topic_arn)",
+    )
+    sweep.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items() if hasattr(args, flag)}
-    caller = args.command in ("get", "wait", "exec")
-    return load_settings(args.config, overrides=overrides, stdout_is_tty=sys.stdout.isatty(), caller=caller)
+    caller = args.command in ("get", "wait", "exec", "status")
+    return load_settings(
+        args.config,
+        overrides=overrides,
+        stdout_is_tty=sys.stdout.isatty(),
+        caller=caller,
+        aws_only=args.command == "sweep-queues",
+    )
 
 
 def _prefetch_ids(settings: Settings) -> tuple[str, ...]:
@@ -164,6 +200,14 @@ def _wait(args: argparse.Namespace) -> int:
                 raise last
             raise WaitTimedOut(f"timed out waiting for the agent ({last.message})")
         time.sleep(WAIT_POLL_SECONDS)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from agent.cli.status import show
+
+    terminal = sys.stdout.isatty()  # colour and redraw in place only on a terminal
+    client = AgentClient(_settings(args))  # the default 10 s: a large agent's /status is megabytes
+    return show(client, watch=args.watch, interval=args.interval, colour=terminal, clear=terminal)
 
 
 def _exec(args: argparse.Namespace) -> int:
@@ -218,6 +262,45 @@ def _check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sweep_queues(args: argparse.Namespace) -> int:
+    from agent.upstream.calls import UpstreamCalls
+    from agent.upstream.session import build_clients, caller_identity
+    from agent.upstream.sweep import DEFAULT_OLDER_THAN_SECONDS, Sweeper
+
+    settings = _settings(args)
+    agent_log.configure(settings.log.level, settings.log.format, stream=sys.stderr)
+    older_than = DEFAULT_OLDER_THAN_SECONDS if args.older_than is None else args.older_than
+    if older_than < 0:
+        print("secrets-agent: --older-than must be 0 or more seconds", file=sys.stderr)
+        return EXIT_USAGE
+    prefix = args.prefix or settings.events.queue_prefix
+    topics = [*args.topic_arn, *([settings.events.sns_topic_arn] if settings.events.sns_topic_arn else [])]
+    clients = build_clients(settings.aws, with_sqs=True, with_sns=True)
+    calls = UpstreamCalls(max_workers=2)
+
+    async def sweep() -> int:
+        account = (await caller_identity(clients, calls))["account"]  # whose queues a dangling subscription names
+        sweeper = Sweeper(
+            clients.sqs, clients.sns, calls, prefix=prefix, region=clients.region, account=account, clock=time.time
+        )
+        report = await sweeper.sweep(older_than=older_than, topics=topics, dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        for url in report.queues_removed:
+            print(f"{verb} queue {url}")
+        for arn in report.subscriptions_removed:
+            print(f"{verb} subscription {arn}")
+        print(
+            f"{verb} {len(report.queues_removed)} queues and {len(report.subscriptions_removed)} subscriptions; "
+            f"kept {len(report.queues_kept)} live queues"
+        )
+        return EXIT_OK
+
+    try:
+        return asyncio.run(sweep())
+    finally:
+        calls.close()
+
+
 def _run(args: argparse.Namespace) -> int:
     from agent.server.lifecycle import run  # imported late: check-config must not need uvloop/boto3 set up
 
@@ -227,7 +310,7 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = ("run", "check-config", "demo", "audit", "get", "wait", "exec")
+COMMANDS = ("run", "check-config", "demo", "audit", "get", "wait", "exec", "status", "sweep-queues")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _wait(args)
         if command == "exec":
             return _exec(args)
+        if command == "status":
+            return _status(args)
+        if command == "sweep-queues":
+            return _sweep_queues(args)
         if command == "demo":
             from agent.dev.demo import run_demo
 

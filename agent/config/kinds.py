@@ -12,6 +12,7 @@ and never echoed.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import signal
 from collections.abc import Callable
@@ -184,6 +185,14 @@ def path_prefix(raw: Any) -> str:
     if text.strip("/").split("/")[0] in FIXED_ROUTE_ROOTS:
         raise Bad(f"{raw!r} would take over a fixed route (/{text.strip('/').split('/')[0]}...)")
     return text if text.endswith("/") else text + "/"
+
+
+def queue_prefix(raw: Any) -> str:
+    """The start of an SQS queue name: 1..40 of ``A-Z a-z 0-9 _ -`` (SQS's alphabet, room left for a host)."""
+    text = string(raw).strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", text):
+        raise Bad(f"expected 1..40 letters, digits, '-' or '_' (SQS queue name characters), got {raw!r}")
+    return text
 
 
 def choice(*choices: str) -> Parser:

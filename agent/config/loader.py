@@ -56,13 +56,15 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None,
     stdout_is_tty: bool = False,
     caller: bool = False,
+    aws_only: bool = False,
 ) -> Settings:
     """Build :class:`Settings` from file, environment and CLI overrides.
 
     ``overrides`` maps dotted keys (``"server.http_port"``) to values from the
     command line. ``caller`` is for ``get``/``wait``/``exec``: given a caller
     token of its own (``--token-file``, ``SECRETS_AGENT_TOKEN``), a command need
-    not resolve the shared ``auth.token``. Raises :class:`ConfigError` listing
+    not resolve the shared ``auth.token``. ``aws_only`` is for commands that
+    only call AWS (``sweep-queues``): no token need resolve. Raises :class:`ConfigError` listing
     every problem found.
     """
     env = dict(os.environ if environ is None else environ)
@@ -103,7 +105,7 @@ def load_settings(
     token_problems: Problems = []
     token = resolve_token(values["auth"]["token"], env, token_problems, warnings)
     optional = bool(clients) or (caller and caller_token is not None)
-    if not optional or "token" in raw["auth"]:
+    if not aws_only and (not optional or "token" in raw["auth"]):
         hint = "; or present a client's token with --token-file FILE or SECRETS_AGENT_TOKEN" if caller else ""
         problems.extend((key, reason + hint) for key, reason in token_problems)
     headers = tuple(h.strip() for h in values["auth"]["headers"])
@@ -117,6 +119,16 @@ def load_settings(
     queue = values["events"]["sqs_queue_url"]
     if queue is not None and urlparse(queue).scheme not in ("http", "https"):
         problems.append(("events.sqs_queue_url", f"expected an https:// SQS queue URL, got {queue!r}"))
+    topic = values["events"]["sns_topic_arn"]
+    if topic is not None:
+        if not _is_sns_topic_arn(topic):
+            problems.append(
+                ("events.sns_topic_arn", f"expected an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME), got {topic!r}")
+            )
+        if queue is not None:
+            problems.append(
+                ("events.sns_topic_arn", "set either events.sqs_queue_url or events.sns_topic_arn, not both")
+            )
     log_values = values["log"]
     if log_values["format"] is None:
         log_values["format"] = "console" if stdout_is_tty else "json"
@@ -152,6 +164,11 @@ def load_settings(
         warnings=tuple(warnings),
         source=path,
     )
+
+
+def _is_sns_topic_arn(text: str) -> bool:
+    parts = text.split(":")
+    return len(parts) == 6 and parts[0] == "arn" and parts[2] == "sns" and all(parts[3:])
 
 
 def _caller_token(path: str | None, env: Mapping[str, str], problems: Problems, warnings: list[str]) -> TokenRef | None:

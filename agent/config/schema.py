@@ -93,6 +93,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "events": {
         "sqs_queue_url": Key(kinds.optional_string, None),
         "wait_time_seconds": Key(kinds.integer(1, 20), 20),  # SQS's longest long poll
+        # SNS fan-out for a fleet: the agent makes its own queue, subscribed to this topic (agent.upstream.fanout).
+        "sns_topic_arn": Key(kinds.optional_string, None),
+        # Names of the queues it makes start with this (IAM can scope sqs:* to it; sweep-queues looks for it).
+        "queue_prefix": Key(kinds.queue_prefix, "secrets-agent-"),
     },
     "prefetch": {
         "secrets": Key(kinds.string_list, ()),

@@ -75,10 +75,12 @@ class RefreshSettings:
 
 @dataclass(frozen=True)
 class EventsSettings:
-    """Optional SQS queue fed by an EventBridge rule on aws.secretsmanager."""
+    """Change events: an SQS queue fed by EventBridge, or the agent's own queue subscribed to an SNS topic."""
 
     sqs_queue_url: str | None
     wait_time_seconds: int
+    sns_topic_arn: str | None = None
+    queue_prefix: str = "secrets-agent-"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ Every route answers on both listeners (TCP and the Unix socket):
 ``GET /value/<id>``             the value itself
 ``GET /systemsmanager/...``     Parameter Store: GetParameter JSON (:mod:`.parameters`)
 ``GET /ping|/healthz|/readyz``  health (:mod:`.health`), no token
+``GET /ui`` (and its assets)    the rotation-timeline page (:mod:`.ui`), no token
 ``GET /metrics``                Prometheus text
 ``GET /status``                 rotations, health and readers (:mod:`.status`)
 ``POST /``                      the Secrets Manager JSON protocol (:mod:`.sdk`)
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from agent.server import health, parameters, reads, sdk, status
+from agent.server import health, parameters, reads, sdk, status, ui
 from agent.server.context import COMPONENTS, Components
 from agent.server.middleware import guard_middleware, observe_middleware
 from agent.server.requestlog import RequestLog
@@ -49,4 +50,5 @@ def create_app(parts: Components) -> web.Application:
     app.router.add_get("/metrics", health.metrics, name="metrics")
     app.router.add_get("/status", status.status, name="status")
     app.router.add_post("/", sdk.sdk_endpoint, name="sdk")
+    ui.add_routes(app)
     return app

@@ -13,7 +13,8 @@ upstream pool, pacer, audit file (built)       STOPPING=1; reads waiting on upst
 listeners (TCP, Unix socket)                   (stale or 503); listeners closed, in-flight
                                                requests drained (nothing new can arrive)
 background tasks (refresher, readiness,        tasks cancelled and awaited; template
-events, watchdog)                              re-renders and commands finished
+events (SNS: the agent's own queue made and    re-renders and commands finished;
+subscribed first), watchdog)                   SNS: subscription and queue deleted
                                                pacer refuses retries, pool cancels queued calls
                                                socket file removed, audit file closed
 =============================================  ==============================================
@@ -70,6 +71,7 @@ from agent.server.requestlog import RequestLog
 from agent.server.roles import OpenRole, RoleRegistry
 from agent.upstream.calls import SECRETS_MANAGER, UpstreamCalls
 from agent.upstream.events import ROTATION_FAILURES, EventListener
+from agent.upstream.fanout import FanoutQueue
 from agent.upstream.regions import RegionalClients
 from agent.upstream.roles import RoleSessions
 from agent.upstream.secretsmanager import SecretsManagerSource
@@ -292,8 +294,10 @@ class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        events_on = settings.events.sqs_queue_url is not None
-        self.clients = build_clients(settings.aws, with_sqs=events_on)  # may refuse: nothing is open yet
+        topic = settings.events.sns_topic_arn
+        events_on = settings.events.sqs_queue_url is not None or topic is not None
+        # may refuse: nothing is open yet
+        self.clients = build_clients(settings.aws, with_sqs=events_on, with_sns=topic is not None)
         # May refuse (ConfigError naming audit.path): a symlink, another owner's file, not a regular file.
         self.audit = AuditLog(settings.audit.path, metrics=self.metrics, on_failure=settings.audit.on_failure)
         # One worker per upstream HTTP connection, plus one for the SQS long poll.
@@ -321,24 +325,18 @@ class Agent:
             parameter_source=parameter_source,
         )
         self.events: EventListener | None = None
-        if settings.events.sqs_queue_url is not None and self.clients.sqs is not None:
-            refresher, watch = self.components.refresher, self.components.watch
-
-            async def refresh_named(secret_ref: str, event_name: str) -> bool:
-                if event_name in ROTATION_FAILURES:
-                    arn = refresher.cached_arn(secret_ref)
-                    if arn is None:
-                        return False
-                    watch.rotation_failed(arn)
-                return await refresher.refresh_secret(secret_ref, how="event")
-
-            self.events = EventListener(
+        if settings.events.sqs_queue_url is not None:
+            self.events = self._listener(settings.events.sqs_queue_url)
+        self.fanout: FanoutQueue | None = None
+        if topic is not None:
+            cache = self.components.cache
+            self.fanout = FanoutQueue(
                 self.clients.sqs,
+                self.clients.sns,
                 self.calls,
-                settings.events.sqs_queue_url,
-                refresh_named,
-                metrics=self.metrics,
-                wait_seconds=settings.events.wait_time_seconds,
+                topic,
+                lambda: [(arn, cache.name_of(arn)) for arn in cache.arns()],
+                prefix=settings.events.queue_prefix,
             )
         self.notifier = Notifier(settings.systemd)
         app = create_app(self.components)
@@ -356,6 +354,31 @@ class Agent:
         self.stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._bound_socket: str | None = None  # only ever unlink a socket this process created
+
+    def _listener(self, queue_url: str, *, owned: bool = False) -> EventListener:
+        """An :class:`EventListener` on ``queue_url`` refreshing the agent's own cache (``owned``: its own queue)."""
+        refresher, watch = self.components.refresher, self.components.watch
+
+        async def refresh_named(secret_ref: str, event_name: str) -> bool:
+            if event_name in ROTATION_FAILURES:
+                arn = refresher.cached_arn(secret_ref)
+                if arn is None:
+                    return False
+                watch.rotation_failed(arn)
+            return await refresher.refresh_secret(secret_ref, how="event")
+
+        return EventListener(
+            self.clients.sqs,
+            self.calls,
+            queue_url,
+            refresh_named,
+            metrics=self.metrics,
+            wait_seconds=self.settings.events.wait_time_seconds,
+            owned=owned,
+        )
+
+    async def _listen(self, queue_url: str) -> None:
+        await self._listener(queue_url, owned=True).run()
 
     def _client_in(self, region: str) -> Any:
         """The agent's Secrets Manager client for another region (cross-region ARNs), paced as the others."""
@@ -406,6 +429,8 @@ class Agent:
         self._spawn("rotation-watch", self.components.watch.run(refresher.prefetched, lambda: refresher.required))
         if self.events is not None:
             self._spawn("events", self.events.run())
+        if self.fanout is not None:
+            self._spawn("events", self.fanout.run(self._listen))  # its own queue on the topic, then listening
         self._spawn("watchdog", self.notifier.watchdog())
         self._spawn("connections", self.components.connections.sweep_forever())
         if self.components.request_log is not None:
@@ -472,6 +497,8 @@ class Agent:
                 log.exception("background_task_failed", task=task.get_name())
         if self.components.templates is not None:
             await self.components.templates.close()  # after the drain: no read can start a re-render now
+        if self.fanout is not None:
+            await self.fanout.close()  # unsubscribe and delete the agent's queue, before the pool closes
         self.pacer.close()  # botocore retries still running in threads stop here
         self.ssm_pacer.close()
         self.calls.close()

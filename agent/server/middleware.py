@@ -16,7 +16,9 @@ Guard order follows AWS's agent, so clients see the same refusals:
 7. unknown path       → 404 (raised by routing, rendered here)
 
 ``/ping``, ``/healthz`` and ``/readyz`` skip steps 4-5 (and ``/metrics`` when
-configured public); they reveal nothing about secrets. Every refusal is an
+configured public); they reveal nothing about secrets. So do ``/ui`` and its
+assets: static files that hold no data (the page fetches ``/status`` with the
+token the user types). Every refusal is an
 :class:`~agent.core.errors.AgentError` rendered once, by ``observe``: as the
 HTTP API's ``{"__type", "message"}`` body, or, for a request the guard took as
 an SDK call (from its signature check on), in the AWS JSON-protocol form SDKs
@@ -63,7 +65,7 @@ from agent.core.errors import (
     UnrecognizedClient,
 )
 from agent.core.log import get_logger
-from agent.server import sdk
+from agent.server import sdk, ui
 from agent.server.connections import ConnectionGuard
 from agent.server.context import (
     CACHE_KEY,
@@ -290,7 +292,7 @@ def host_allowed(header: str, allowed: frozenset[str]) -> bool:
 def guard_middleware(parts: Components) -> Any:
     """The SSRF guard in AWS's order (see module docstring): connections, proxies, identity, rate, method."""
     auth, rates, metrics, connections = parts.auth, parts.rates, parts.metrics, parts.connections
-    public = ALWAYS_PUBLIC | ({"/metrics"} if parts.metrics_public else set())
+    public = ALWAYS_PUBLIC | ui.PATHS | ({"/metrics"} if parts.metrics_public else set())
     allowed_hosts = parts.allowed_hosts
 
     async def identify(request: web.Request) -> str:

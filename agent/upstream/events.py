@@ -8,7 +8,8 @@ key may be spelt ``arn``, ``aRN`` or ``ARN``) the secret is refreshed at once an
 the message deleted. ``RotationFailed`` and ``RotationAbandoned`` mark the
 secret's rotation health ``failed`` (and refresh it too). Unrelated messages (other sources or events, secrets this
 agent does not cache, unparseable bodies) are left alone: the queue may be shared,
-and a redrive policy should catch poison messages. A message whose refresh
+and a redrive policy should catch poison messages. On the agent's own queue
+(SNS fan-out, :mod:`agent.upstream.fanout`) they are deleted instead. A message whose refresh
 failed transiently is not deleted, so SQS redelivers it.
 
 SQS calls go through the upstream pool like every other AWS call (counted in
@@ -94,8 +95,11 @@ class EventListener:
         *,
         metrics: Metrics,
         wait_seconds: int,
+        owned: bool = False,
     ) -> None:
         self._sqs = sqs
+        # The agent's own queue (SNS fan-out): nobody else wants what it ignores, so those are deleted too.
+        self._owned = owned
         self._calls = calls
         self._queue_url = queue_url
         self._refresh = refresh
@@ -138,6 +142,8 @@ class EventListener:
         if parsed is None:
             outcome = "malformed" if not _is_json(message.get("Body")) else "ignored"
             self._count(outcome)
+            if self._owned:
+                await self._delete(message)
             return outcome
         event_name, refs = parsed
         handled = False
@@ -152,7 +158,15 @@ class EventListener:
             return "failed"
         if not handled:
             self._count("ignored")
+            if self._owned:
+                await self._delete(message)
             return "ignored"
+        await self._delete(message)
+        log.info("event_handled", event_name=event_name)
+        self._count("handled")
+        return "handled"
+
+    async def _delete(self, message: dict[str, Any]) -> None:
         try:
             await self._calls.call(
                 "DeleteMessage",
@@ -161,11 +175,8 @@ class EventListener:
                 QueueUrl=self._queue_url,
                 ReceiptHandle=message["ReceiptHandle"],
             )
-        except (UpstreamError, KeyError) as exc:  # the refresh happened; a redelivery is harmless
+        except (UpstreamError, KeyError) as exc:  # a redelivery is harmless
             log.warning("event_delete_failed", error=getattr(exc, "code", type(exc).__name__))
-        log.info("event_handled", event_name=event_name)
-        self._count("handled")
-        return "handled"
 
 
 def _is_json(body: Any) -> bool:

@@ -64,6 +64,7 @@ class AwsClients:
     sts: Any
     region: str
     sqs: Any = None
+    sns: Any = None  # only with events.sns_topic_arn (the agent's own subscription)
     # Parameter Store's client, made on first use: its service model costs about 5 MiB of RSS,
     # which an agent that serves no parameters should not pay.
     ssm: Callable[[], Any] | None = None
@@ -85,7 +86,7 @@ def client_config(settings: AwsSettings) -> Config:
     )
 
 
-def build_clients(settings: AwsSettings, *, with_sqs: bool = False) -> AwsClients:
+def build_clients(settings: AwsSettings, *, with_sqs: bool = False, with_sns: bool = False) -> AwsClients:
     """Create the boto3 session and the clients; no network call is made here.
 
     ``endpoint_url`` from settings wins; otherwise botocore honours the standard
@@ -129,6 +130,7 @@ def build_clients(settings: AwsSettings, *, with_sqs: bool = False) -> AwsClient
         # Long polls hold a connection for up to 20 s: the read timeout must exceed that.
         sqs_config = config.merge(Config(read_timeout=max(settings.read_timeout_seconds, 30)))
         sqs = session.client("sqs", config=sqs_config, **endpoint) if with_sqs else None
+        sns = session.client("sns", config=config, **endpoint) if with_sns else None
     except NoRegionError as exc:
         raise CredentialsError("no AWS region: set aws.region, AWS_REGION or AWS_DEFAULT_REGION") from exc
 
@@ -143,6 +145,7 @@ def build_clients(settings: AwsSettings, *, with_sqs: bool = False) -> AwsClient
         sts=sts,
         region=secretsmanager.meta.region_name,
         sqs=sqs,
+        sns=sns,
         ssm=ssm,
         secretsmanager_in=secretsmanager_in,
         data_loader=core.get_component("data_loader"),

@@ -156,3 +156,12 @@ def test_bad_token_form_does_not_echo_value() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(environ={}, overrides={"auth.token": "hunter2-literal"})
     assert "hunter2-literal" not in str(caught.value)
+
+
+def test_aws_only_commands_need_no_token() -> None:
+    """sweep-queues (aws_only) loads without any token source; the agent itself still needs one."""
+    settings = load_settings(environ={}, overrides={"events.sns_topic_arn": "arn:aws:sns:us-east-1:1:t"}, aws_only=True)
+    assert settings.auth.token is None and settings.events.queue_prefix == "secrets-agent-"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={})
+    assert "auth.token" in [key for key, _ in caught.value.problems]
