@@ -54,6 +54,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "lock_memory": Key(kinds.boolean, False),  # mlockall at start (`run`): needs CAP_IPC_LOCK or LimitMEMLOCK
         # Where GET <prefix><secret-id> answers (AWS's agent's path_prefix); the route keeps the name "v1".
         "path_prefix": Key(kinds.path_prefix, "/v1/"),
+        # Fresh cache hits answered below aiohttp (agent.server.fastpath); false: every request through aiohttp.
+        "fast_path": Key(kinds.boolean, True),
     },
     "auth": {
         # env:NAME, env:A,B,C (the first set and non-empty; a value file://PATH names a token file), file:///path
@@ -113,6 +115,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "log": {
         "level": Key(kinds.choice(*LOG_LEVELS), "info"),
         "format": Key(kinds.optional(kinds.choice(*LOG_FORMATS)), None),  # None: console on a TTY, else json
+        # Routine successful requests are counted into one info line this often (and logged at debug);
+        # 0: one info line per request. Errors, denials and reads that went upstream are logged at once.
+        "summary_interval_seconds": Key(kinds.number(0, 86_400), 60.0),
     },
     "metrics": {
         "public": Key(kinds.boolean, False),

@@ -28,6 +28,7 @@ class ServerSettings:
     shutdown_grace_seconds: float
     lock_memory: bool
     path_prefix: str = "/v1/"
+    fast_path: bool = True  # fresh cache hits answered below aiohttp (agent.server.fastpath)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class LogSettings:
 
     level: str
     format: Literal["json", "console"]
+    summary_interval_seconds: float = 60.0  # 0: one info line per request
 
 
 @dataclass(frozen=True)

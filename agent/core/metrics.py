@@ -115,6 +115,11 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.fast_path_answers = Counter(
+            "secrets_agent_fast_path_answers",
+            "Requests answered by the hot path below aiohttp (fresh cache hits, health); the rest went to aiohttp.",
+            registry=self.registry,
+        )
         self.audit_failures = Counter(
             "secrets_agent_audit_failures",
             "Audit trail failures: a record that could not be written (write), a failed reopen (reopen).",
