@@ -213,7 +213,7 @@ class FastConnection:
             return False
         self._transport.write(response)
         fast = self._fast
-        fast.parts.metrics.fast_path_answers.inc()
+        fast.parts.metrics.observe_fast_path()
         fast.parts.connections.answered(self._handler)
         self._handler.answered_by_fast_path()
         return True
