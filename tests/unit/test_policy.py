@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from agent.access import policy as policy_module
 from agent.access.policy import Policy, canonical_ids, subject_ids
 from agent.config import ClientSettings, SecretPolicySettings
 
@@ -63,3 +66,15 @@ def test_role_patterns_do_not_cross_path_segments() -> None:
     assert policy.allows_role("c", "arn:aws:iam::123456789012:role/app-web")
     assert not policy.allows_role("c", "arn:aws:iam::123456789012:role/app-x/admin")
     assert policy.allows_role("default", "arn:aws:iam::123456789012:role/anything")
+
+
+def test_remembered_decisions_are_evaluations_and_the_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asked again, a decision is the same as a fresh policy's; past the bound the memo starts over."""
+    monkeypatch.setattr(policy_module, "MAX_DECISIONS", 3)
+    policy = Policy(CLIENTS, POLICIES)
+    asks = [("billing", "prod/api"), ("billing", "prod/db"), ("web", "prod/shared"), ("web", "prod/api")]
+    first = [policy.allows(client, subject_ids(secret)) for client, secret in asks]
+    again = [policy.allows(client, subject_ids(secret)) for client, secret in asks]
+    fresh = [Policy(CLIENTS, POLICIES).allows(client, subject_ids(secret)) for client, secret in asks]
+    assert first == again == fresh == [True, False, True, False]
+    assert len(policy._decisions) <= 3
