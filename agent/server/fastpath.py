@@ -307,6 +307,8 @@ class FastConnection:
     ) -> bytes:
         """The request's log line (or summary count) and metrics, as the middleware's; ``response`` back."""
         elapsed = time.perf_counter() - started
+        if status == 200 and error is None and self._fast.request_log.routine(route, client, elapsed):
+            return response  # counted into the summary; no line to build
         fields = request_fields(
             method="GET",
             route=route,

@@ -89,6 +89,20 @@ class RequestLog:
         else:
             log.info("request", **fields)
 
+    def routine(self, route: str, client: str, elapsed: float) -> bool:
+        """Account for a routine 200 (no error, no upstream) as :meth:`record` would, if that writes no line.
+
+        The hot path's shortcut: it answers only such requests, and most of the
+        time no line is written for them, so their fields need not be built.
+        False (a line would be written: debug, or no summaries): nothing was
+        done, call :meth:`record`.
+        """
+        if self.summary_interval_seconds <= 0 or self._debug:
+            return False
+        self._metrics.observe_request(route, 200, elapsed)
+        self._counts[(route, 200, client)] += 1
+        return True
+
     def flush(self) -> None:
         """Write the summary line for the routine requests counted since the last one (none: no line)."""
         if not self._counts:

@@ -75,3 +75,23 @@ def test_summary_is_not_repeated_when_nothing_happened() -> None:
         requests.flush()
         requests.flush()
     assert [entry["event"] for entry in logs].count("requests_summary") == 1
+
+
+def test_routine_shortcut_accounts_as_record_does() -> None:
+    """routine() counts a 200 into the summary and metrics as record() does, with no line; at interval 0 it declines."""
+    by_record, by_shortcut = Metrics(), Metrics()
+    recorded = RequestLog(by_record, summary_interval_seconds=60)
+    shortcut = RequestLog(by_shortcut, summary_interval_seconds=60)
+    shortcut._debug = False  # as at the default level, info (the tests log at debug)
+    with capture_logs() as logs:
+        recorded.record(line(cache="hit", secret_id="app/db"), 0.0001)
+        recorded.record(line(route="ping", client="-"), 0.0001)
+        assert shortcut.routine("v1", "app", 0.0001)
+        assert shortcut.routine("ping", "-", 0.0001)
+        assert not [entry for entry in logs if entry["log_level"] != "debug"]
+        recorded.flush()
+        shortcut.flush()
+    summaries = [entry["counts"] for entry in logs if entry["event"] == "requests_summary"]
+    assert summaries[0] == summaries[1]
+    assert by_record.render() == by_shortcut.render()
+    assert not RequestLog(Metrics(), summary_interval_seconds=0).routine("v1", "app", 0.0001)
