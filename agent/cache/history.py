@@ -78,7 +78,10 @@ class RotationHistory:
 
     def _successor(self, arn: str, version_id: str) -> Change | None:
         """The known change that replaced ``version_id``, if any."""
-        return next((c for c in self._changes.get(arn, ()) if c.previous_version_id == version_id), None)
+        changes = self._changes.get(arn)
+        if not changes:  # asked on every read: most secrets have no recorded change
+            return None
+        return next((c for c in changes if c.previous_version_id == version_id), None)
 
     def add(self, arn: str, change: Change) -> bool:
         """Record ``change``; an observed one replaces an inferred one for the same version, else the first stays."""

@@ -20,7 +20,7 @@ from aiohttp import web
 from agent.access.audit import served
 from agent.cache.store import Lookup
 from agent.core.errors import BadRequest, FieldNotFound
-from agent.core.types import Selector
+from agent.core.types import CURRENT, Selector
 from agent.server.context import CACHE_KEY, CLIENT_KEY, COMPONENTS, DECISION_KEY, ROLE_KEY, SECRET_ID_KEY, SERVED_KEY
 from agent.upstream.roles import valid_role_arn
 
@@ -63,6 +63,8 @@ def selector_of(params: dict[str, str]) -> Selector:
         raise BadRequest("versionId must not be empty")
     if version_stage == "":
         raise BadRequest("versionStage must not be empty")
+    if version_id is None and version_stage is None:
+        return CURRENT  # the common read: one shared (frozen) selector, not a new one each time
     return Selector(version_id=version_id, version_stage=version_stage)
 
 

@@ -32,6 +32,8 @@ def arn_region(secret_id: str) -> str | None:
     None for a name, anything malformed, or an invented region: a caller cannot
     make the agent keep a client and a cache for a region that does not exist.
     """
+    if not secret_id.startswith("arn:"):  # a name, the common case: no regex
+        return None
     match = _ARN_REGION.match(secret_id)
     if match is None:
         return None
