@@ -128,6 +128,7 @@ class Authenticator:
             if client.token is not None:
                 self._tokens.append((client.name, TokenSource(client.token, clock)))
         self._by_name = dict(self._tokens)
+        self._by_token = {name: Identification(name, "token") for name, _source in self._tokens}  # made once
         self._by_uid = {c.uid: c.name for c in clients if c.uid is not None}
         self._by_gid = {c.gid: c.name for c in clients if c.gid is not None}
 
@@ -164,7 +165,7 @@ class Authenticator:
                 if hmac.compare_digest(candidate, expected) and matched is None:
                     matched = name
         if matched is not None:
-            return Identification(matched, "token")
+            return self._by_token[matched]
         if peer is not None:
             if peer.uid in self._by_uid:
                 return Identification(self._by_uid[peer.uid], "uid")

@@ -76,6 +76,8 @@ _PLAIN_TARGET = re.compile(rb"/[A-Za-z0-9/_+=.@:,-]*(?:\?[A-Za-z0-9/_.@:&=-]*)?"
 _GET_PARAMS = READ_PARAMS - {"roleArn"} | {"secretId"}
 _V1_PARAMS = READ_PARAMS - {"roleArn"}
 _HEAD_END = b"\r\n\r\n"
+# A header value is plain when nothing is left after deleting these (printable ASCII, space included).
+_PRINTABLE = bytes(range(0x20, 0x7F))
 _SERVER = f"\r\nDate: %s\r\nServer: {SERVER_SOFTWARE}\r\n\r\n".encode()
 _HEALTH = {"/ping": b"healthy", "/healthz": b"ok"}
 
@@ -130,10 +132,11 @@ class FastPath:
         self.parts = parts
         self.request_log = parts.request_log
         self.prefix = parts.path_prefix
-        # Lower-case header name → the name the guard code asks for.
-        self.known_headers = {name.lower(): name for name in ("Host", "Accept", "Accept-Encoding", "User-Agent")}
-        self.known_headers.update({name.lower(): name for name in (*parts.auth.header_names, "X-Request-Id")})
-        self.known_headers["connection"] = "Connection"
+        # Lower-case header name (ASCII bytes, as on the wire) → the name the guard code asks for. A
+        # configured token header that is not ASCII is left out: a request carrying it is aiohttp's.
+        names = ("Host", "Accept", "Accept-Encoding", "User-Agent", *parts.auth.header_names, "X-Request-Id")
+        self.known_headers = {name.lower().encode(): name for name in names if name.isascii()}
+        self.known_headers[b"connection"] = "Connection"
 
     def connection(self, handler: AgentRequestHandler, transport: Any) -> FastConnection:
         """The hot path of one new connection."""
@@ -170,12 +173,11 @@ class FastConnection:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """One header; unknown, repeated or not plain: the request is not the hot path's."""
-        known = self._fast.known_headers.get(name.decode("latin-1").lower())
-        text = value.decode("latin-1")
-        if known is None or known in self._headers or not (text.isascii() and text.isprintable()):
+        known = self._fast.known_headers.get(name.lower())  # bytes.lower: ASCII letters only, as the keys
+        if known is None or known in self._headers or value.translate(None, _PRINTABLE):
             self._plain = False
             return
-        self._headers[known] = text
+        self._headers[known] = value.decode("ascii")
 
     def on_message_complete(self) -> None:
         """The request ended."""
