@@ -140,12 +140,14 @@ def measure(handler: AgentRequestHandler, data: bytes, count: int, drain: Drain)
     """CPU seconds (this thread) for ``count`` answers; raises if any request was not the hot path's."""
     feed = handler.data_received
     batch = 32  # small enough that the socket buffer never fills while the reader catches up
+    # Equal but distinct bytes objects, as each socket read gives (no identity shortcut when compared).
+    chunks = [bytes(bytearray(data)) for _ in range(batch)]
     base = drain.answers
     started = time.thread_time()
     sent = 0
     while sent < count:
-        for _ in range(min(batch, count - sent)):
-            feed(data)
+        for chunk in chunks[: min(batch, count - sent)]:
+            feed(chunk)
         sent += min(batch, count - sent)
         if handler._fast is None:  # handed off: the figure would be meaningless
             raise RuntimeError(f"request handed off to aiohttp: {drain.first[:200]!r}")

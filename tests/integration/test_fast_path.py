@@ -480,3 +480,15 @@ async def test_handed_off_connection_stays_with_aiohttp(pair: Pair, secrets: Sec
     reply = await exchange(agent, Case("sequence", [Step([hit]), Step([request("/v1/app/json")]), Step([hit])]))
     assert [r[0] for r in reply[:3]] == [200, 200, 200]
     assert await answered(agent) == before + 1
+
+
+async def test_repeated_request_on_one_connection_is_answered_each_time(pair: Pair, secrets: Secrets) -> None:
+    """The same bytes sent again on a connection (parsed once, remembered) get the hot path's full answer each time."""
+    agent = pair.fast
+    hit = request("/v1/app/plain")
+    await exchange(agent, one("warm", hit))
+    before = await answered(agent)
+    *replies, state = await exchange(agent, Case("repeated", [Step([hit]), Step([hit]), Step([hit])]))
+    assert [r[0] for r in replies] == [200, 200, 200] and state == ("open",)
+    assert replies[0][2] == replies[1][2] == replies[2][2]
+    assert await answered(agent) == before + 3
