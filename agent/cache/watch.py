@@ -97,9 +97,15 @@ class RotationWatch:
         try:
             await prefetched.wait()
             if self._seed_history:
-                await self.seed(sorted(required()))
+                try:
+                    await self.seed(sorted(required()))
+                except Exception:  # a bug in the seed must not stop health watching: history only
+                    log.exception("history_seed_crashed")
             while True:
-                await self.assess_all()
+                try:
+                    await self.assess_all()
+                except Exception:  # a bug in one pass must not freeze every secret's health for good
+                    log.exception("health_pass_crashed")
                 await asyncio.sleep(self._interval)
         finally:
             for task in list(self._lookups):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from structlog.testing import capture_logs
@@ -9,9 +11,14 @@ from structlog.testing import capture_logs
 from agent.cache.health import HealthBook, Signals, assess
 from agent.cache.history import Change, RotationHistory
 from agent.cache.rotations import Rotation
+from agent.cache.store import SecretCache
 from agent.cache.usage import MAX_CLIENTS_PER_SECRET, ReadUsage
-from agent.core.types import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretValue
+from agent.cache.watch import RotationWatch
+from agent.core.metrics import Metrics
+from agent.core.types import AWSCURRENT, AWSPENDING, AWSPREVIOUS, CURRENT, SecretValue
 from agent.upstream.source import SecretMeta, VersionInfo
+from tests.support.fakes import FakeSource
+from tests.support.waiting import eventually
 
 NOW = 1_800_000_000.0
 ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf"
@@ -220,3 +227,71 @@ def test_usage_bounded_in_clients() -> None:
         usage.note(ARN, f"c{index}", "v1", allowed=True)
     kept = {r.client for r in usage.reads(ARN)}
     assert len(kept) == MAX_CLIENTS_PER_SECRET and f"c{clients - 1}" in kept and "c0" not in kept
+
+
+# ---------------------------------------------------------------- RotationWatch task
+
+
+class FlakyWatch(RotationWatch):
+    """A watch whose first ``failures`` assessments raise (a bug in one pass)."""
+
+    def __init__(self, *args: Any, failures: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures = failures
+        self.assessed = 0
+
+    async def _assess(self, arn: str, now: float, mono: float) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("a bug in one pass")
+        await super()._assess(arn, now, mono)
+        self.assessed += 1
+
+
+class BrokenVersions(FakeSource):
+    """ListSecretVersionIds fails with something that is not an UpstreamError (an untranslated botocore error)."""
+
+    async def list_versions(self, secret_id: str) -> list[VersionInfo]:
+        raise KeyError("VersionStages")
+
+
+async def watch_over(source: FakeSource, *, failures: int = 0) -> tuple[FlakyWatch, str]:
+    cache = SecretCache(source, ttl_seconds=300, max_entries=10, max_stale_seconds=86_400)
+    arn = (await cache.get("db", CURRENT)).value.arn
+    watch = FlakyWatch(
+        cache, source, Metrics(), grace_seconds=GRACE, interval_seconds=0, stale_after_seconds=None, failures=failures
+    )
+    return watch, arn
+
+
+async def run_until_assessed(watch: FlakyWatch, arn: str) -> None:
+    prefetched = asyncio.Event()
+    prefetched.set()
+    task = asyncio.create_task(watch.run(prefetched, lambda: [arn]))
+    try:
+        # task.result() re-raises at once if the task died: the test then fails with its exception.
+        await eventually(lambda: (task.result() if task.done() else None) or watch.assessed > 0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_watch_keeps_assessing_after_a_pass_raises() -> None:
+    """An exception in one health pass is logged and the next pass runs: health is never frozen for good."""
+    source = FakeSource()
+    source.add("db", "pw")
+    watch, arn = await watch_over(source, failures=1)
+    with capture_logs() as logs:
+        await run_until_assessed(watch, arn)
+    assert any(entry["event"] == "health_pass_crashed" and entry["log_level"] == "error" for entry in logs)
+
+
+async def test_watch_assesses_health_when_the_history_seed_raises() -> None:
+    """A seed call failing with a non-upstream error skips the seed, never the health watch."""
+    source = BrokenVersions()
+    source.add("db", "pw")
+    watch, arn = await watch_over(source)
+    with capture_logs():
+        await run_until_assessed(watch, arn)
+    assert watch.history.changes(arn) == []
