@@ -73,6 +73,14 @@ def test_failed_by_event_or_lingering_pending() -> None:
     assert assess(signals(pending_created={"young": NOW - 5}), NOW, GRACE)[0] == "ok"
 
 
+def test_lingering_pending_failure_ends_when_a_new_current_is_seen() -> None:
+    """An AWSPENDING label left on an abandoned version stops counting once a newer AWSCURRENT was seen after it."""
+    abandoned = {"abandoned": NOW - 3 * GRACE}
+    assert assess(signals(pending_created=abandoned), NOW, GRACE)[0] == "failed"
+    assert assess(signals(pending_created=abandoned, last_changed=NOW - 4 * GRACE), NOW, GRACE)[0] == "failed"
+    assert assess(signals(pending_created=abandoned, last_changed=NOW - GRACE), NOW, GRACE)[0] == "ok"
+
+
 def test_states_by_precedence() -> None:
     """deleted beats failed beats overdue beats stale."""
     due = meta(rotation_enabled=True, next_rotation=NOW - 2 * GRACE)
