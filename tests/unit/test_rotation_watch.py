@@ -174,6 +174,22 @@ def test_seeded_version_never_dated_after_its_successor_was_seen() -> None:
     assert [(c.version_id, c.seen_at) for c in history.changes(ARN)] == [("v2", NOW), ("v1", NOW)]
 
 
+def test_rollback_to_an_earlier_version_is_a_change_of_its_own() -> None:
+    """AWSCURRENT moved back to a version current before (a rollback) is recorded; the same change twice once."""
+    history = RotationHistory()
+    history.observe(Rotation(value("v2"), "v1", "poll", seen_at=NOW))
+    history.observe(Rotation(value("v1"), "v2", "poll", seen_at=NOW + 10))
+    assert history.superseded_at(ARN, "v1") is None and history.superseded_at(ARN, "v2") == NOW + 10
+    history.observe(Rotation(value("v2"), "v1", "event", seen_at=NOW + 20))
+    history.observe(Rotation(value("v2"), "v1", "poll", seen_at=NOW + 21))  # reported twice (a role's cache)
+    assert [(c.version_id, c.previous_version_id, c.seen_at) for c in history.changes(ARN)] == [
+        ("v2", "v1", NOW + 20),
+        ("v1", "v2", NOW + 10),
+        ("v2", "v1", NOW),
+    ]
+    assert history.last_changed(ARN) == NOW + 20 and history.superseded_at(ARN, "v1") == NOW + 20
+
+
 def test_history_bounded_keeping_the_newest() -> None:
     """Past per_secret changes the oldest (by seen_at) go, whatever order they arrived in."""
     history = RotationHistory(per_secret=3)
