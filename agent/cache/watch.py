@@ -138,13 +138,15 @@ class RotationWatch:
         """Assess every cached secret now, update the gauge, log transitions."""
         now, mono = self._wall(), self._clock()
         arns = self._cache.arns()
+        pending: set[tuple[str, str]] = set()
         for arn in arns:
-            await self._assess(arn, now, mono)
+            pending.update((arn, version) for version in await self._assess(arn, now, mono))
         self.health.retain(arns)
         self.health.publish()
-        self._forget_pending(set(arns))
+        self._forget_pending(pending)
 
-    async def _assess(self, arn: str, now: float, mono: float) -> None:
+    async def _assess(self, arn: str, now: float, mono: float) -> list[str]:
+        """Assess one secret; returns its versions labelled AWSPENDING (and not AWSCURRENT)."""
         held = self._cache.metadata.get(arn)
         meta = held[0] if held is not None else None
         pending: dict[str, float] = {}
@@ -165,6 +167,7 @@ class RotationWatch:
         )
         health, reason = assess(signals, now, self._grace)
         self.health.update(arn, self._cache.name_of(arn) or arn, health, reason, now)
+        return list(pending)
 
     async def is_stale(self, arn: str, mono: float | None = None) -> bool:
         """Served past an upstream failure: a stale read since the last confirmation, or unconfirmed too long."""
@@ -196,7 +199,8 @@ class RotationWatch:
             task.add_done_callback(self._lookups.discard)
         return created
 
-    def _forget_pending(self, cached: set[str]) -> None:
-        for key in [key for key in self._pending if key[0] not in cached]:
+    def _forget_pending(self, pending: set[tuple[str, str]]) -> None:
+        """Forget versions no longer pending (or no longer cached): one entry per rotation would never go."""
+        for key in [key for key in self._pending if key not in pending]:
             del self._pending[key]
-            self._asked.discard(key)
+        self._asked &= pending

@@ -264,12 +264,13 @@ class FlakyWatch(RotationWatch):
         self.failures = failures
         self.assessed = 0
 
-    async def _assess(self, arn: str, now: float, mono: float) -> None:
+    async def _assess(self, arn: str, now: float, mono: float) -> list[str]:
         if self.failures:
             self.failures -= 1
             raise RuntimeError("a bug in one pass")
-        await super()._assess(arn, now, mono)
+        pending = await super()._assess(arn, now, mono)
         self.assessed += 1
+        return pending
 
 
 class BrokenVersions(FakeSource):
@@ -319,3 +320,21 @@ async def test_watch_assesses_health_when_the_history_seed_raises() -> None:
     with capture_logs():
         await run_until_assessed(watch, arn)
     assert watch.history.changes(arn) == []
+
+
+async def test_pending_versions_forgotten_once_no_longer_pending() -> None:
+    """A version that stopped being AWSPENDING is no longer tracked: one entry per rotation would grow for good."""
+    source = FakeSource()
+    source.add("db", "pw")
+    watch, arn = await watch_over(source)
+    cache = watch._cache
+    for n in range(5):  # five rotations, each seen mid-way with its AWSPENDING version
+        stages = {f"v{n}": (AWSCURRENT,), f"v{n + 1}": (AWSPENDING,)}
+        cache.metadata.put(SecretMeta(arn=arn, name="db", versions_to_stages=stages), 0.0)
+        await watch.assess_all()
+    cache.metadata.put(SecretMeta(arn=arn, name="db", versions_to_stages={"v5": (AWSCURRENT,)}), 0.0)
+    await watch.assess_all()
+    for task in list(watch._lookups):
+        await task
+    await watch.assess_all()
+    assert (watch._pending, watch._asked) == ({}, set())
