@@ -76,10 +76,10 @@ class RotationHistory:
         """When ``version_id`` last stopped being current; None if never replaced or current again (a rollback)."""
         changes = self._changes.get(arn, ())
         replaced = max((c.seen_at for c in changes if c.previous_version_id == version_id), default=None)
+        if replaced is None:
+            return None  # the usual answer on every read of the current version: one pass over the history
         became = max((c.seen_at for c in changes if c.version_id == version_id), default=None)
-        if replaced is None or (became is not None and became > replaced):
-            return None
-        return replaced
+        return None if became is not None and became > replaced else replaced
 
     def _successor(self, arn: str, version_id: str) -> Change | None:
         """The known change that replaced ``version_id``, if any."""
