@@ -57,6 +57,9 @@ class Signals:
     pending_created: Mapping[str, float]  # AWSPENDING (not current) version → its CreatedDate
     stale: bool
     deleted: bool = False
+    # The latest AWSCURRENT change in the history only: upstream's LastRotatedDate may move when a
+    # rotation starts, so it never ends a lingering AWSPENDING failure.
+    current_seen_at: float | None = None
 
 
 def assess(signals: Signals, now: float, grace_seconds: float) -> tuple[Health, str]:
@@ -68,7 +71,7 @@ def assess(signals: Signals, now: float, grace_seconds: float) -> tuple[Health, 
         return "failed", "a rotation failed or was abandoned and no new AWSCURRENT was seen since"
     for version, created in signals.pending_created.items():
         # A label left on an abandoned version: a newer AWSCURRENT seen since ends the failure, as for events.
-        superseded = signals.last_changed is not None and signals.last_changed > created
+        superseded = signals.current_seen_at is not None and signals.current_seen_at > created
         if now - created > grace_seconds and not superseded:
             return "failed", f"AWSPENDING version {version[:8]} has not become current within the grace period"
     if meta is not None and meta.rotation_enabled and meta.next_rotation is not None:

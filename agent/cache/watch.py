@@ -154,7 +154,7 @@ class RotationWatch:
             for version, stages in meta.versions_to_stages.items():
                 if AWSPENDING in stages and AWSCURRENT not in stages:
                     pending[version] = self._pending_created(arn, version, now)
-        last_changed = self.history.last_changed(arn)
+        seen = last_changed = self.history.last_changed(arn)
         if meta is not None and meta.last_rotated is not None:
             last_changed = max(last_changed or 0.0, meta.last_rotated)
         signals = Signals(
@@ -164,6 +164,7 @@ class RotationWatch:
             pending_created=pending,
             stale=await self.is_stale(arn, mono),
             deleted=await self._deleted(arn),
+            current_seen_at=seen,
         )
         health, reason = assess(signals, now, self._grace)
         self.health.update(arn, self._cache.name_of(arn) or arn, health, reason, now)
