@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint typecheck suite js-sdk browser bench bench-freshness bench-bad-days bench-fanout clean
+.PHONY: install demo test test-fast lint typecheck suite js-sdk browser bench bench-freshness bench-bad-days bench-fanout bench-fleet clean
 
 # (Re)create the virtualenv and install the package with its dev/test extras
 # whenever pyproject.toml changes.
@@ -67,6 +67,10 @@ bench-fanout: $(STAMP)
 # Hung and failing upstreams, SIGTERM during trouble, missing secrets (about a minute).
 bench-bad-days: $(STAMP)
 	$(BIN)/python -m bench.bad_days
+
+# Fleets of 1 to 100,000 agents against the account-wide quotas, simulated (a few minutes, no AWS, no moto).
+bench-fleet: $(STAMP)
+	$(BIN)/python -m bench.fleet
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

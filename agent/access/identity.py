@@ -131,6 +131,11 @@ class Authenticator:
         self._by_uid = {c.uid: c.name for c in clients if c.uid is not None}
         self._by_gid = {c.gid: c.name for c in clients if c.gid is not None}
 
+    @property
+    def header_names(self) -> tuple[str, ...]:
+        """The request headers :meth:`identify` reads (the configured token headers and ``Authorization``)."""
+        return (*self._headers, "Authorization")
+
     def secret_for(self, client: str) -> str | None:
         """A client's current token (the SigV4 secret access key), or None for unknown names."""
         source = self._by_name.get(client)

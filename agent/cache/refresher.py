@@ -34,6 +34,13 @@ A secret missing from the list (deleted, or scheduled for deletion) is
 described individually; a hard error (ResourceNotFound, AccessDenied, marked
 for deletion) is recorded on the entry and surfaces on its next read.
 
+Fleets. How each pass asks (ListSecrets, or DescribeSecret per cached secret
+when the fleet's share of the ListSecrets quota is too small or ListSecrets
+throttles), how long it waits, and how start-up is spread are decided by the
+:class:`~agent.cache.planner.Planner` (``[fleet]`` settings). Prefetch and
+re-reads fall back from BatchGetSecretValue to GetSecretValue, one secret a
+call, for the ids a throttled batch did not answer.
+
 Failures of a whole pass back off exponentially with full jitter.
 ``refresh.mode = "ttl"`` runs no background pass: entries are revalidated on
 read once their TTL has passed, as AWS's agent does.
@@ -47,21 +54,28 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
+from agent.cache.planner import (
+    BATCH_GET_SECRET_VALUE,
+    DESCRIBE_SECRET,
+    LIST_SECRETS,
+    PassPlan,
+    Planner,
+)
 from agent.cache.rotations import How, Rotation
 from agent.cache.store import STAGE_CURRENT, SecretCache
 from agent.config import PrefetchSettings, RefreshSettings
-from agent.core.errors import UpstreamError, UpstreamRejected
+from agent.core.errors import UpstreamError, UpstreamRejected, UpstreamThrottled
 from agent.core.log import get_logger
 from agent.core.metrics import Metrics
 from agent.core.types import CURRENT, SecretValue, looks_like_arn, partial_arn
-from agent.upstream.source import LIST_PAGE_SIZE, NAME_FILTER_VALUES, SecretMeta, SecretSource
+from agent.upstream.source import LIST_PAGE_SIZE, NAME_FILTER_VALUES, BatchResult, SecretMeta, SecretSource
 from agent.upstream.throttle import Backoff
 
 log = get_logger("agent.cache.refresher")
 
-JITTER = 0.10
 ROTATION_WINDOW_SECONDS = 900.0
 ROUND_ROBIN_EVERY = 4  # passes between round-robin DescribeSecret checks
+EVENT_BURST_SECONDS = 5.0  # events this soon after a spread one are handled without waiting again
 
 
 def matches(meta: SecretMeta, prefixes: Sequence[str], tags: Sequence[tuple[str, str | None]]) -> bool:
@@ -86,6 +100,7 @@ class Refresher:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        planner: Planner | None = None,
     ) -> None:
         self._source = source
         self._cache = cache
@@ -103,6 +118,10 @@ class Refresher:
         self._round_robin = 0
         self._passes = 0
         self._list_plan = "all"
+        self._list_calls: int | None = None  # what the last listing of the cached secrets cost
+        self._planner = planner or Planner(interval=refresh.interval_seconds, clock=clock, rng=self._rng)
+        self._plan: PassPlan | None = None
+        self._event_spread_until = 0.0
 
     # ------------------------------------------------------------------ prefetch
 
@@ -125,7 +144,7 @@ class Refresher:
     async def _load(self, ids: Sequence[str]) -> int:
         if not ids:
             return 0
-        result = await self._source.batch_get(ids)
+        result = await self._fetch_current(ids)
         for value in result.values:
             await self._cache.put(value, CURRENT)
             self.required.add(value.arn)
@@ -139,6 +158,29 @@ class Refresher:
             for asked in [i for i in self.failed if i in (value.name, value.arn)]:
                 del self.failed[asked]
         return len(result.values)
+
+    async def _fetch_current(self, ids: Sequence[str]) -> BatchResult:
+        """AWSCURRENT of ``ids``: BatchGetSecretValue, then GetSecretValue for the ids a throttled batch left."""
+        if self._planner.prefetch_via(len(ids)) == "get":
+            return await self._get_each(ids, BatchResult())
+        result = await self._source.batch_get(ids)
+        throttled = [secret_id for secret_id, error in result.errors.items() if isinstance(error, UpstreamThrottled)]
+        if not throttled:
+            return result
+        self._planner.note_throttled(BATCH_GET_SECRET_VALUE)
+        log.warning("batch_throttled_fallback", secrets=len(throttled))
+        for secret_id in throttled:
+            del result.errors[secret_id]
+        self._metrics.batch_fallbacks.inc(len(throttled))
+        return await self._get_each(throttled, result)
+
+    async def _get_each(self, ids: Sequence[str], result: BatchResult) -> BatchResult:
+        for secret_id in ids:
+            try:
+                result.values.append(await self._source.get_secret_value(secret_id, CURRENT))
+            except UpstreamError as exc:
+                result.errors[secret_id] = exc
+        return result
 
     async def _resolve_filters(self) -> list[str]:
         prefixes = self._settings.name_prefixes
@@ -166,13 +208,20 @@ class Refresher:
     # ------------------------------------------------------------------ background loop
 
     async def run(self) -> None:
-        """Prefetch, then (poll mode) detect changes until cancelled."""
+        """Prefetch (after a start-up delay that spreads a fleet), then (poll mode) detect changes until cancelled."""
+        filtered = bool(self._settings.name_prefixes or self._settings.tags)
+        delay = self._planner.startup_delay(max(len(set(self._settings.secrets)), int(filtered)))
+        if delay > 0:
+            log.info("startup_spread", delay_seconds=round(delay, 2), fleet_size=self._planner.fleet_size)
+            await asyncio.sleep(delay)
         await self.prefetch()
         interval = float(self._refresh.interval_seconds)
         backoff = Backoff(base=interval, cap=max(10 * interval, 300.0), rng=self._rng)
         if self._refresh.mode != "poll" and not self._pending:
             return
         wait = self._jittered(interval)
+        if self._refresh.mode == "poll":
+            wait = self._planner.first_wait(self._plan_pass(len(self._cache.arns())).interval)
         while True:
             await asyncio.sleep(wait)
             try:
@@ -194,14 +243,44 @@ class Refresher:
             wait = self._jittered(interval)
 
     def _jittered(self, interval: float) -> float:
-        return interval * self._rng.uniform(1 - JITTER, 1 + JITTER)
+        """The wait before the next pass: the plan's interval (the configured one before any plan), jittered."""
+        return self._planner.jittered(self._plan.interval if self._plan is not None else interval)
+
+    def _plan_pass(self, cached: int) -> PassPlan:
+        """Ask the planner for this pass's plan; log a change of plan or interval, and export it."""
+        plan = self._planner.plan(cached, self._list_calls)
+        previous, self._plan = self._plan, plan
+        for how in ("list", "describe"):
+            self._metrics.refresh_plan.labels(how).set(1 if how == plan.how else 0)
+        self._metrics.refresh_interval.set(plan.interval)
+        self._metrics.refresh_staleness_bound.set(plan.staleness_bound)
+        if previous is None or (previous.how, round(previous.interval, 1)) != (plan.how, round(plan.interval, 1)):
+            report = log.warning if plan.stretched else log.info
+            report(
+                "refresh_plan",
+                plan=plan.how,
+                interval_seconds=round(plan.interval, 1),
+                staleness_bound_seconds=round(plan.staleness_bound, 1),
+                calls_per_pass=plan.calls,
+                cached=cached,
+                fleet_size=self._planner.fleet_size,
+                quota_share=self._planner.quota_share,
+                reason=plan.reason,
+            )
+        return plan
 
     async def poll_once(self) -> None:
         """One change-detection pass over every cached secret."""
         arns = self._cache.arns()
         if not arns:
             return
-        listed = await self._list(arns)
+        listed: dict[str, SecretMeta] = {}  # the describe plan: every cached secret is described below
+        if self._plan_pass(len(arns)).how == "list":
+            try:
+                listed = await self._list(arns)
+            except UpstreamThrottled:
+                self._planner.note_throttled(LIST_SECRETS)
+                log.warning("list_throttled_describing", cached=len(arns))
         moved: list[SecretMeta] = []
         direct = set(self._direct_checks(arns, listed))
         transient: UpstreamError | None = None
@@ -211,6 +290,8 @@ class Refresher:
                 try:
                     meta = await self._describe(arn)
                 except UpstreamError as exc:  # transient: this secret waits, the others go on
+                    if isinstance(exc, UpstreamThrottled):
+                        self._planner.note_throttled(DESCRIBE_SECRET)
                     transient = exc
                     continue
                 if meta is None:
@@ -234,13 +315,14 @@ class Refresher:
         wanted = set(arns)
         if self._list_plan == "all":
             metas = await self._source.list_secrets(until=lambda seen: wanted <= seen.keys())
-            pages = math.ceil(len(metas) / LIST_PAGE_SIZE)
+            pages = self._list_calls = max(1, math.ceil(len(metas) / LIST_PAGE_SIZE))
             if pages > math.ceil(len(wanted) / NAME_FILTER_VALUES):
                 self._list_plan = "named"
                 log.info("list_plan_named", listed=len(metas), cached=len(wanted))
         else:
             names = sorted({name for arn in arns if (name := self._cache.name_of(arn))})
             metas = []
+            self._list_calls = max(1, math.ceil(len(names) / NAME_FILTER_VALUES))
             for start in range(0, len(names), NAME_FILTER_VALUES):
                 metas.extend(await self._source.list_secrets(names[start : start + NAME_FILTER_VALUES]))
         return {meta.arn: meta for meta in metas if meta.arn in wanted}
@@ -300,7 +382,7 @@ class Refresher:
             except UpstreamError as exc:
                 errors[moved[0].arn] = exc
         else:
-            result = await self._source.batch_get(list(by_arn))
+            result = await self._fetch_current(list(by_arn))
             values.extend(result.values)
             errors.update(result.errors)
         for value in values:
@@ -324,6 +406,20 @@ class Refresher:
 
     # ------------------------------------------------------------------ events
 
+    async def _spread_event(self) -> None:
+        """Wait the planner's event delay once per burst of events (they reach the whole fleet at once).
+
+        Events are handled one after another; the later ones of a burst do not wait again,
+        this agent being at its random place in the fleet's spread already.
+        """
+        now = self._clock()
+        if now < self._event_spread_until:
+            return
+        delay = self._planner.event_delay()
+        self._event_spread_until = now + delay + EVENT_BURST_SECONDS
+        if delay > 0:
+            await asyncio.sleep(delay)
+
     def cached_arn(self, secret_ref: str) -> str | None:
         """The canonical ARN of a cached secret an event names (by name, ARN or partial ARN), else None."""
         # An event may carry the full ARN while the cache knows the name or partial ARN.
@@ -337,6 +433,7 @@ class Refresher:
         arn = self.cached_arn(secret_ref)
         if arn is None:
             return False
+        await self._spread_event()
         meta = await self._describe(arn)
         if meta is None:
             return True

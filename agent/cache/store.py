@@ -232,6 +232,36 @@ class SecretCache:
                 ages.append(now - entry.confirmed_at)
         return ages
 
+    def fresh(self, secret_id: str, selector: Selector) -> Lookup | None:
+        """The cached value when :meth:`get` would answer it as a plain ``hit``, else None; changes nothing.
+
+        Synchronous, for the hot path (:mod:`agent.server.fastpath`): everything
+        else (a miss, an entry to revalidate, a recorded failure, a version id
+        answered from another entry) is left to :meth:`get`. A caller that serves
+        the value then calls :meth:`count_hit` so the LRU order and hit count
+        match what :meth:`get` would have done.
+        """
+        arn = self._aliases.get(secret_id) if self._ttl > 0 else None
+        if arn is None:
+            return None
+        # aiocache's in-memory backend keeps values in a plain dict (no namespace, no serializer here).
+        entry: Entry | None = self._store._cache.get(_key(arn, selector))
+        if entry is None or entry.error is not None:
+            return None
+        age = self._clock() - entry.confirmed_at
+        if selector.version_id is None and age >= self._ttl:
+            return None
+        return Lookup(entry.value, "hit", age)
+
+    def count_hit(self, secret_id: str, selector: Selector) -> None:
+        """Record a hit :meth:`fresh` found and the caller served (LRU order, the lookup observer)."""
+        arn = self._aliases.get(secret_id)
+        if arn is not None:
+            key = _key(arn, selector)
+            if key in self._lru:
+                self._lru.move_to_end(key)
+        self._observe("hit")
+
     async def get(self, secret_id: str, selector: Selector, *, refresh: bool = False) -> Lookup:
         """Return the value: cached when fresh (or while revalidating), else from upstream (single flight).
 

@@ -9,7 +9,10 @@
 * after prefetch (never before: readiness does not wait for it) the history
   of each prefetched secret is seeded with one ListSecretVersionIds call,
   one call at a time, through the same pool, pacer and metrics as every
-  other upstream call;
+  other upstream call, spaced by ``seed_spacing_seconds`` (the fleet's share
+  of the API's quota, so ten thousand agents started together do not
+  throttle the account) and given up at the first throttle: history is a
+  nicety, never worth slowing reads;
 * every ``interval`` seconds each cached secret's health is assessed from
   the metadata the cache already holds. A version newly seen labelled
   ``AWSPENDING`` costs one ListSecretVersionIds, once, to learn its
@@ -20,6 +23,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -30,7 +34,7 @@ from agent.cache.history import Change, RotationHistory
 from agent.cache.rotations import Rotation
 from agent.cache.store import STAGE_CURRENT, SecretCache
 from agent.cache.usage import ReadUsage
-from agent.core.errors import UpstreamError
+from agent.core.errors import UpstreamError, UpstreamThrottled
 from agent.core.log import get_logger
 from agent.core.metrics import Metrics
 from agent.core.types import AWSCURRENT, AWSPENDING
@@ -54,6 +58,7 @@ class RotationWatch:
         interval_seconds: float,
         stale_after_seconds: float | None,
         seed_history: bool = True,
+        seed_spacing_seconds: float = 0.0,
         history_per_secret: int = 50,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -64,6 +69,7 @@ class RotationWatch:
         self._interval = interval_seconds
         self._stale_after = stale_after_seconds
         self._seed_history = seed_history
+        self._seed_spacing = seed_spacing_seconds
         self._clock = clock
         self._wall = wall_clock
         self.history = RotationHistory(per_secret=history_per_secret)
@@ -112,18 +118,27 @@ class RotationWatch:
                 task.cancel()
 
     async def seed(self, arns: Iterable[str]) -> None:
-        """One ListSecretVersionIds per secret, one at a time; a failure skips that secret only."""
+        """One ListSecretVersionIds per secret, one at a time, spaced; a refusal skips one, a throttle the rest."""
         added = 0
-        for arn in arns:
-            versions = await self._versions(arn)
+        for index, arn in enumerate(arns):
+            if index and self._seed_spacing:
+                await asyncio.sleep(self._seed_spacing * random.uniform(0.5, 1.5))  # noqa: S311 - spacing
+            try:
+                versions = await self._versions(arn)
+            except UpstreamError as exc:  # throttled: the fleet is over its share; the rest stays unseeded
+                log.warning("history_seed_stopped", error=exc.code, seeded=index)
+                break
             if versions is not None:
                 added += self.history.seed(arn, versions)
         log.info("history_seeded", changes=added)
 
     async def _versions(self, arn: str) -> list[VersionInfo] | None:
+        """The secret's versions (None when upstream refused); raises only when throttled."""
         try:
             versions = await self._source.list_versions(arn)
         except UpstreamError as exc:
+            if isinstance(exc, UpstreamThrottled):
+                raise
             log.warning("history_seed_failed", arn=arn, error=exc.code)
             return None
         for version in versions:
@@ -195,10 +210,16 @@ class RotationWatch:
                 self._pending.popitem(last=False)
         if key not in self._asked:
             self._asked.add(key)
-            task = asyncio.ensure_future(self._versions(arn))
+            task = asyncio.ensure_future(self._pending_versions(arn))
             self._lookups.add(task)  # kept to be cancelled at shutdown
             task.add_done_callback(self._lookups.discard)
         return created
+
+    async def _pending_versions(self, arn: str) -> None:
+        try:
+            await self._versions(arn)
+        except UpstreamError as exc:  # throttled: first-seen time stands in for the CreatedDate
+            log.warning("pending_version_lookup_failed", arn=arn, error=exc.code)
 
     def _forget_pending(self, pending: set[tuple[str, str]]) -> None:
         """Forget versions no longer pending (or no longer cached): one entry per rotation would never go."""

@@ -54,6 +54,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "lock_memory": Key(kinds.boolean, False),  # mlockall at start (`run`): needs CAP_IPC_LOCK or LimitMEMLOCK
         # Where GET <prefix><secret-id> answers (AWS's agent's path_prefix); the route keeps the name "v1".
         "path_prefix": Key(kinds.path_prefix, "/v1/"),
+        # Fresh cache hits answered below aiohttp (agent.server.fastpath); false: every request through aiohttp.
+        "fast_path": Key(kinds.boolean, True),
     },
     "auth": {
         # env:NAME, env:A,B,C (the first set and non-empty; a value file://PATH names a token file), file:///path
@@ -88,6 +90,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # Parameter Store change detection (DescribeParameters versions), poll mode only.
         "parameter_interval_seconds": Key(kinds.integer(1, 86_400), 30),
     },
+    "fleet": {
+        # How many agents share this account and region (a hint: each plans with 1/size of the share).
+        "size": Key(kinds.integer(1, 1_000_000), 1),
+        # The fraction of each account-wide Secrets Manager quota the whole fleet may use
+        # (the rest is for everything else in the account; see agent/cache/planner.py).
+        "quota_share": Key(kinds.number(0.01, 1.0), 0.5),
+    },
     "events": {
         "sqs_queue_url": Key(kinds.optional_string, None),
         "wait_time_seconds": Key(kinds.integer(1, 20), 20),  # SQS's longest long poll
@@ -106,6 +115,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "log": {
         "level": Key(kinds.choice(*LOG_LEVELS), "info"),
         "format": Key(kinds.optional(kinds.choice(*LOG_FORMATS)), None),  # None: console on a TTY, else json
+        # Routine successful requests are counted into one info line this often (and logged at debug);
+        # 0: one info line per request. Errors, denials and reads that went upstream are logged at once.
+        "summary_interval_seconds": Key(kinds.number(0, 86_400), 60.0),
     },
     "metrics": {
         "public": Key(kinds.boolean, False),

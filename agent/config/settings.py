@@ -28,6 +28,7 @@ class ServerSettings:
     shutdown_grace_seconds: float
     lock_memory: bool
     path_prefix: str = "/v1/"
+    fast_path: bool = True  # fresh cache hits answered below aiohttp (agent.server.fastpath)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,14 @@ class RefreshSettings:
 
 
 @dataclass(frozen=True)
+class FleetSettings:
+    """How many agents share the account's quotas, and which share of them they may use."""
+
+    size: int = 1
+    quota_share: float = 0.5
+
+
+@dataclass(frozen=True)
 class EventsSettings:
     """Change events: an SQS queue fed by EventBridge, or the agent's own queue subscribed to an SNS topic."""
 
@@ -99,6 +108,7 @@ class LogSettings:
 
     level: str
     format: Literal["json", "console"]
+    summary_interval_seconds: float = 60.0  # 0: one info line per request
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,7 @@ class Settings:
     secret_policies: tuple[SecretPolicySettings, ...] = ()
     templates: tuple[TemplateSettings, ...] = ()
     systemd: SystemdSettings = field(default_factory=SystemdSettings)
+    fleet: FleetSettings = field(default_factory=FleetSettings)
     # The token `get`, `wait` and `exec` present to a running agent: --token-file or
     # SECRETS_AGENT_TOKEN, else auth.token. None: rely on the Unix peer's uid/gid.
     caller_token: TokenRef | None = None

@@ -85,12 +85,39 @@ class Metrics:
             ["client"],
             registry=self.registry,
         )
+        self.refresh_plan = Gauge(
+            "secrets_agent_refresh_plan",
+            "1 for the change-detection plan in use (list: ListSecrets, describe: DescribeSecret per secret).",
+            ["plan"],
+            registry=self.registry,
+        )
+        self.refresh_interval = Gauge(
+            "secrets_agent_refresh_interval_seconds",
+            "Seconds between change-detection passes; above refresh.interval_seconds when stretched "
+            "to stay within the fleet's quota share.",
+            registry=self.registry,
+        )
+        self.refresh_staleness_bound = Gauge(
+            "secrets_agent_refresh_staleness_bound_seconds",
+            "The longest a rotation can go unseen by polling under the current plan.",
+            registry=self.registry,
+        )
+        self.batch_fallbacks = Counter(
+            "secrets_agent_batch_fallbacks",
+            "Secrets fetched one by one with GetSecretValue because BatchGetSecretValue was throttled.",
+            registry=self.registry,
+        )
         self._staleness = _StalenessCollector()
         self.registry.register(self._staleness)
         self.event_messages = Counter(
             "secrets_agent_event_messages",
             "SQS event messages by outcome (handled, ignored, malformed, failed).",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.fast_path_answers = Counter(
+            "secrets_agent_fast_path_answers",
+            "Requests answered by the hot path below aiohttp (fresh cache hits, health); the rest went to aiohttp.",
             registry=self.registry,
         )
         self.audit_failures = Counter(

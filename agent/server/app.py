@@ -26,13 +26,16 @@ from aiohttp import web
 from agent.server import health, parameters, reads, sdk, status, ui
 from agent.server.context import COMPONENTS, Components
 from agent.server.middleware import guard_middleware, observe_middleware
+from agent.server.requestlog import RequestLog
 
 
 def create_app(parts: Components) -> web.Application:
     """Build the application around ``parts``."""
+    if parts.request_log is None:
+        parts.request_log = RequestLog(parts.metrics)
     app = web.Application(
         middlewares=[
-            observe_middleware(parts.metrics, parts.audit, parts.connections),
+            observe_middleware(parts.request_log, parts.audit, parts.connections),
             guard_middleware(parts),
         ],
     )

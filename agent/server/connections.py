@@ -3,7 +3,8 @@
 aiohttp exposes no connection hook, so :meth:`ConnectionGuard.install` wraps
 the server's ``connection_made``/``connection_lost`` on the instance and the
 request handler reports the first byte of each request (:meth:`bytes_arrived`);
-the observe middleware reports when a request starts and ends. From that:
+the observe middleware reports when a request starts and ends, and the hot
+path when it answered one (:meth:`answered`). From that:
 
 Budgets. TCP and the Unix socket have separate budgets, so a flood of idle TCP
 connections (any local process can open them, no token needed) cannot starve
@@ -158,8 +159,18 @@ class ConnectionGuard:
 
     def over_limit(self, request: web.Request) -> bool:
         """True when the request's connection was opened past its budget."""
-        conn = self._conns.get(request.protocol)
+        return self.is_over(request.protocol)
+
+    def is_over(self, handler: Any) -> bool:
+        """True when ``handler``'s connection was opened past its budget."""
+        conn = self._conns.get(handler)
         return conn is not None and conn.over
+
+    def answered(self, handler: Any) -> None:
+        """The hot path answered a whole request on ``handler``'s connection: idle (keep-alive) again from now."""
+        conn = self._conns.get(handler)
+        if conn is not None:
+            conn.phase, conn.since = "idle", self._clock()
 
     def expired(self) -> list[Any]:
         """Handlers of connections idle past ``idle_timeout`` or stuck in their headers past ``header_timeout``."""

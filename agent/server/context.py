@@ -22,6 +22,7 @@ from agent.cache.watch import RotationWatch
 from agent.core.metrics import Metrics
 from agent.server.connections import ConnectionGuard
 from agent.server.reader import SecretReader
+from agent.server.requestlog import RequestLog
 from agent.server.roles import RoleRegistry
 from agent.upstream.health import UpstreamHealth
 
@@ -52,6 +53,9 @@ class Components:
     # Parameter Store reads (/systemsmanager/parameters/get); None in apps built without them.
     parameters: ParameterReader | None = None
     roles: RoleRegistry | None = None  # roleArn reads; None: refused
+    # Request accounting (log lines, summaries, request metrics); None: made by create_app, one line per request.
+    request_log: RequestLog | None = None
+    fast_path: bool = True  # server.fast_path: fresh cache hits answered below aiohttp (agent.server.fastpath)
     # Set once prefetch and the first template render are done (readiness, READY=1).
     started: asyncio.Event = field(default_factory=asyncio.Event)
     upstream: UpstreamHealth = field(default_factory=UpstreamHealth)

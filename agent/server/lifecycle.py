@@ -49,6 +49,7 @@ from agent.access.identity import Authenticator, RateLimiter
 from agent.access.policy import Policy
 from agent.cache.history import Change
 from agent.cache.parameters import ParameterCache, ParameterRefresher
+from agent.cache.planner import LIST_VERSIONS_QUOTA, Planner
 from agent.cache.refresher import Refresher
 from agent.cache.rotations import Rotation, RotationFeed
 from agent.cache.store import SecretCache
@@ -60,12 +61,14 @@ from agent.delivery.notify import Notifier
 from agent.server.app import create_app
 from agent.server.connections import ConnectionGuard, fd_budget
 from agent.server.context import Components
+from agent.server.fastpath import FastPath
 from agent.server.hardening import harden_process
 from agent.server.listeners import start_tcp, start_unix
 from agent.server.parameters import ParameterReader
 from agent.server.protocol import AgentRunner
 from agent.server.reader import SecretReader
 from agent.server.regions import RegionalCaches
+from agent.server.requestlog import RequestLog
 from agent.server.roles import OpenRole, RoleRegistry
 from agent.upstream.calls import SECRETS_MANAGER, UpstreamCalls
 from agent.upstream.events import ROTATION_FAILURES, EventListener
@@ -166,6 +169,14 @@ def build_components(
         settings.refresh,
         max_stale_seconds=settings.cache.max_stale_seconds,
         metrics=metrics,
+        planner=Planner(
+            interval=settings.refresh.interval_seconds,
+            fleet_size=settings.fleet.size,
+            quota_share=settings.fleet.quota_share,
+            # With events, polling is the backstop: it may stretch up to the TTL AWS's agent keeps values for.
+            events=settings.events.sqs_queue_url is not None or settings.events.sns_topic_arn is not None,
+            max_interval=settings.cache.ttl_seconds,
+        ),
     )
     return Components(
         cache=cache,
@@ -183,6 +194,8 @@ def build_components(
         ),
         body_timeout_seconds=settings.server.body_timeout_seconds,
         path_prefix=settings.server.path_prefix,
+        fast_path=settings.server.fast_path,
+        request_log=RequestLog(metrics, summary_interval_seconds=settings.log.summary_interval_seconds),
         allowed_hosts=allowed_hosts(settings),
         audit=audit,
         watch=watch,
@@ -266,6 +279,8 @@ def make_watch(settings: Settings, cache: SecretCache, source: SecretSource, met
         # Poll mode promises a confirmation every interval: two missed passes mean upstream is failing.
         stale_after_seconds=2 * refresh.interval_seconds if refresh.mode == "poll" else None,
         seed_history=status.seed_history,
+        # One agent's share of the API's quota (the [fleet] hint): seeding never throttles the account.
+        seed_spacing_seconds=settings.fleet.size / (settings.fleet.quota_share * LIST_VERSIONS_QUOTA),
         history_per_secret=status.history_per_secret,
     )
     path = settings.audit.path
@@ -335,9 +350,11 @@ class Agent:
                 prefix=settings.events.queue_prefix,
             )
         self.notifier = Notifier(settings.systemd)
+        app = create_app(self.components)
         self.runner = AgentRunner(
-            create_app(self.components),
+            app,
             guard=self.components.connections,
+            fast=FastPath(self.components) if settings.server.fast_path else None,
             access_log=None,
             handle_signals=False,
             shutdown_timeout=settings.server.shutdown_grace_seconds,
@@ -427,6 +444,8 @@ class Agent:
             self._spawn("events", self.fanout.run(self._listen))  # its own queue on the topic, then listening
         self._spawn("watchdog", self.notifier.watchdog())
         self._spawn("connections", self.components.connections.sweep_forever())
+        if self.components.request_log is not None:
+            self._spawn("request-summary", self.components.request_log.run())
         tcp = next(addr for addr in self.runner.addresses if isinstance(addr, tuple))
         log.info("listening", http=f"{tcp[0]}:{tcp[1]}", unix_socket=server.unix_socket, region=self.clients.region)
         return Started(tcp=(tcp[0], tcp[1]), unix_socket=server.unix_socket, components=self.components, stop=self.stop)

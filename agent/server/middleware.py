@@ -47,7 +47,7 @@ from aiohttp import HttpVersion, web
 from aiohttp.typedefs import Handler
 
 from agent.access.audit import AuditLog
-from agent.access.identity import peer_credentials
+from agent.access.identity import Peer, peer_credentials
 from agent.config.loader import is_loopback_host
 from agent.core.errors import (
     AgentError,
@@ -65,7 +65,6 @@ from agent.core.errors import (
     UnrecognizedClient,
 )
 from agent.core.log import get_logger
-from agent.core.metrics import Metrics
 from agent.server import sdk, ui
 from agent.server.connections import ConnectionGuard
 from agent.server.context import (
@@ -79,6 +78,7 @@ from agent.server.context import (
     SERVED_KEY,
     Components,
 )
+from agent.server.requestlog import RequestLog, request_fields
 
 log = get_logger("agent.access_log")
 
@@ -96,10 +96,14 @@ _HTTP_ERRORS: dict[int, tuple[type[RequestError], str]] = {
 }
 
 
-def error_response(error: AgentError) -> web.Response:
+def error_body(error: AgentError) -> bytes:
     """The AWS-style error body ``{"__type": code, "message": text}``."""
-    body = json.dumps({"__type": error.code, "message": error.message}).encode()
-    return web.Response(status=error.status, body=body, content_type="application/json")
+    return json.dumps({"__type": error.code, "message": error.message}).encode()
+
+
+def error_response(error: AgentError) -> web.Response:
+    """The error as a response: its status, the AWS-style body (:func:`error_body`)."""
+    return web.Response(status=error.status, body=error_body(error), content_type="application/json")
 
 
 def _from_http_exception(exc: web.HTTPException) -> AgentError:
@@ -115,10 +119,8 @@ def _listener(request: web.Request) -> str:
     return "unix" if isinstance(sockname, str | bytes) else "tcp"
 
 
-def _client_request_id(request: web.Request) -> str | None:
-    # A caller's X-Request-Id is echoed and logged only if short and plain,
-    # so it cannot be used to forge or flood log lines.
-    given = request.headers.get("X-Request-Id")
+def client_request_id(given: str | None) -> str | None:
+    """A caller's ``X-Request-Id``, when short and plain enough to echo and log (so it cannot forge lines)."""
     if given and len(given) <= MAX_REQUEST_ID and given.isascii() and given.isprintable():
         return given
     return None
@@ -131,25 +133,39 @@ def _request_ids() -> Iterator[str]:
         yield f"{prefix}-{number:x}"
 
 
-def _audit_read(
-    audit: AuditLog, request: web.Request, status: int, request_id: str, listener: str
+# One sequence for both paths (aiohttp's and the hot path), so ids never repeat within a process.
+next_request_id = _request_ids().__next__
+
+
+def audit_read(
+    audit: AuditLog,
+    *,
+    client: str | None,
+    listener: str,
+    secret_id: str | None,
+    request_id: str,
+    status: int,
+    peer: Peer | None = None,
+    role_arn: str | None = None,
+    decision: str = "deny",
+    cache: str | None = None,
+    served: list[dict[str, Any]] | None = None,
 ) -> AuditUnavailable | None:
-    """Write the read's record(s); the refusal to answer instead, if the audit trail fails closed."""
+    """Write a read's record(s); the refusal to answer instead, if the audit trail fails closed."""
     refusal = AuditUnavailable("the read could not be audited") if audit.refuses_reads else None
     record: dict[str, Any] = {
         "type": "read",
         "request_id": request_id,
-        "client": request.get(CLIENT_KEY),
+        "client": client,
         "listener": listener,
-        "secret_id": request.get(SECRET_ID_KEY),
+        "secret_id": secret_id,
     }
-    if ROLE_KEY in request:
-        record["role_arn"] = request[ROLE_KEY]
-    peer = request.get(PEER_KEY)
+    if role_arn is not None:
+        record["role_arn"] = role_arn
     if peer is not None:
         record.update(peer_uid=peer.uid, peer_pid=peer.pid)
-    record.update(decision=request.get(DECISION_KEY, "deny"), status=status, cache=request.get(CACHE_KEY))
-    entries = [{**record, **item} for item in request.get(SERVED_KEY) or [{}]]
+    record.update(decision=decision, status=status, cache=cache)
+    entries = [{**record, **item} for item in served or [{}]]
     if refusal is not None:  # recorded (in the old file, if it can be) as what the caller gets
         for entry in entries:
             entry["status"] = refusal.status
@@ -158,9 +174,8 @@ def _audit_read(
     return refusal
 
 
-def observe_middleware(metrics: Metrics, audit: AuditLog, connections: ConnectionGuard) -> Any:
-    """Outermost: request id, error rendering, one log line, metrics and the audit record per request."""
-    request_ids = _request_ids()
+def observe_middleware(requests: RequestLog, audit: AuditLog, connections: ConnectionGuard) -> Any:
+    """Outermost: request id, error rendering, the request's accounting (log, metrics) and audit record."""
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -172,7 +187,7 @@ def observe_middleware(metrics: Metrics, audit: AuditLog, connections: Connectio
 
     async def observed(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
-        request_id = _client_request_id(request) or next(request_ids)
+        request_id = client_request_id(request.headers.get("X-Request-Id")) or next_request_id()
         # Requests on one keep-alive connection share a task (and so a context):
         # binding overwrites the previous request's id.
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -198,7 +213,19 @@ def observe_middleware(metrics: Metrics, audit: AuditLog, connections: Connectio
         elapsed = time.perf_counter() - started
         listener = _listener(request)
         if audit.enabled and route in READ_ROUTES:
-            refusal = _audit_read(audit, request, response.status, request_id, listener)
+            refusal = audit_read(
+                audit,
+                client=request.get(CLIENT_KEY),
+                listener=listener,
+                secret_id=request.get(SECRET_ID_KEY),
+                request_id=request_id,
+                status=response.status,
+                peer=request.get(PEER_KEY),
+                role_arn=request.get(ROLE_KEY),
+                decision=request.get(DECISION_KEY, "deny"),
+                cache=request.get(CACHE_KEY),
+                served=request.get(SERVED_KEY),
+            )
             if refusal is not None:  # nothing has been sent yet: the refusal replaces the response
                 closing = isinstance(error, CONNECTION_LEVEL) or connections.over_limit(request)
                 error = refusal
@@ -206,24 +233,20 @@ def observe_middleware(metrics: Metrics, audit: AuditLog, connections: Connectio
                 response.headers["X-Request-Id"] = request_id
                 if closing:
                     response.force_close()
-        metrics.observe_request(route, response.status, elapsed)
-        fields: dict[str, Any] = {
-            "method": request.method,
-            "route": route,
-            "status": response.status,
-            "latency_ms": round(elapsed * 1000, 3),
-            "listener": listener,
-            "client": request.get(CLIENT_KEY, "-"),
-        }
-        if SECRET_ID_KEY in request:
-            fields["secret_id"] = request[SECRET_ID_KEY]
-        if ROLE_KEY in request:
-            fields["role_arn"] = request[ROLE_KEY]
-        if CACHE_KEY in request:
-            fields["cache"] = request[CACHE_KEY]
-        if error is not None:
-            fields["error"] = error.code
-        log.info("request", **fields)
+        fields = request_fields(
+            method=request.method,
+            route=route,
+            status=response.status,
+            elapsed=elapsed,
+            listener=listener,
+            client=request.get(CLIENT_KEY, "-"),
+            request_id=request_id,
+            secret_id=request.get(SECRET_ID_KEY),
+            role_arn=request.get(ROLE_KEY),
+            cache=request.get(CACHE_KEY),
+            error=error.code if error is not None else None,
+        )
+        requests.record(fields, elapsed)
         return response
 
     return observe

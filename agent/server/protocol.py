@@ -1,8 +1,12 @@
 """aiohttp's connection layer, adjusted: connection tracking, and parser errors that echo nothing.
 
 :class:`AgentRunner` is aiohttp's ``AppRunner`` whose server hands out
-:class:`AgentRequestHandler` per connection. The handler does two things
+:class:`AgentRequestHandler` per connection. The handler does three things
 aiohttp's does not:
+
+- it offers each chunk it receives to the hot path
+  (:mod:`agent.server.fastpath`), which answers fresh cache hits itself; the
+  first chunk it declines is parsed by aiohttp, which keeps the connection;
 
 - it tells the :class:`~agent.server.connections.ConnectionGuard` when the
   first bytes of a request arrive, so a request that trickles in is bounded by
@@ -19,6 +23,7 @@ dependency is pinned below 4.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -28,6 +33,7 @@ from aiohttp.web_request import BaseRequest
 
 from agent.core.log import get_logger
 from agent.server.connections import ConnectionGuard
+from agent.server.fastpath import FastConnection, FastPath
 
 log = get_logger("agent.protocol")
 
@@ -36,14 +42,34 @@ _INTERNAL = json.dumps({"__type": "InternalFailure", "message": "internal error"
 
 
 class AgentRequestHandler(RequestHandler):
-    """One connection: aiohttp's handler plus first-byte reporting and non-echoing parser errors."""
+    """One connection: aiohttp's handler plus the hot path, first-byte reporting and non-echoing parser errors."""
+
+    _fast: FastConnection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """aiohttp's setup (the guard counts the connection), then the hot path when the server has one."""
+        super().connection_made(transport)
+        manager = self._manager
+        if isinstance(manager, AgentServer) and manager.fast is not None:
+            self._fast = manager.fast.connection(self, transport)
 
     def data_received(self, data: bytes) -> None:
-        """Report the first bytes of a request to the connection guard, then parse as aiohttp does."""
+        """Offer the bytes to the hot path; else report them to the connection guard and parse as aiohttp does."""
+        fast = self._fast
+        if fast is not None:
+            # Closing (shutdown, a timeout): aiohttp ignores what arrives, and so must the hot path.
+            if not (self._force_close or self._close) and fast.offer(data):
+                return
+            self._fast = None  # handed off: this connection stays with aiohttp from here on
         manager = self._manager
         if isinstance(manager, AgentServer) and data:
             manager.guard.bytes_arrived(self)
         super().data_received(data)
+
+    def answered_by_fast_path(self) -> None:
+        """The hot path answered a request: aiohttp's keep-alive timeout counts from now."""
+        if self._keepalive_timeout > 0:
+            self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
 
     def handle_error(
         self,
@@ -70,6 +96,7 @@ class AgentServer(web.Server):
     """aiohttp's ``Server`` building :class:`AgentRequestHandler` connections that report to ``guard``."""
 
     guard: ConnectionGuard
+    fast: FastPath | None = None
 
     def __call__(self) -> RequestHandler:
         """A handler for one new connection (the event loop's protocol factory)."""
@@ -79,14 +106,18 @@ class AgentServer(web.Server):
 class AgentRunner(web.AppRunner):
     """``AppRunner`` serving through :class:`AgentServer` with ``guard`` counting its connections."""
 
-    def __init__(self, app: web.Application, *, guard: ConnectionGuard, **kwargs: Any) -> None:
+    def __init__(
+        self, app: web.Application, *, guard: ConnectionGuard, fast: FastPath | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(app, **kwargs)
         self._guard = guard
+        self._fast = fast
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = AgentServer  # same object and state; only the handler class it builds differs
         assert isinstance(server, AgentServer)
         server.guard = self._guard
+        server.fast = self._fast
         self._guard.install(server)
         return server

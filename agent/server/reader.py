@@ -52,19 +52,26 @@ class SecretReader:
     def _cache_for(self, secret_id: str, caches: RegionalCaches | None) -> SecretCache:
         return (self.caches if caches is None else caches).for_id(secret_id)
 
-    def check(self, client: str, secret_id: str, *, caches: RegionalCaches | None = None) -> None:
-        """Raise Forbidden unless ``client`` may read ``secret_id``; decided without any upstream call."""
+    def _early(self, client: str, secret_id: str, caches: RegionalCaches | None) -> tuple[bool, str | None]:
+        """The early decision, and the ARN ``secret_id`` is known to stand for (None: not known yet)."""
         if self._policy.unrestricted(client):
-            return
+            return True, None
         # Decided before a cache is chosen: a denied read never makes the agent keep a region's cache.
         cache = (self.caches if caches is None else caches).peek_for_id(secret_id)
         arn = cache.resolve(secret_id) if cache is not None else None
         if cache is None or arn is None:
-            if not self._policy.allows(client, subject_ids(secret_id)):
-                raise self._deny(client)
-            return
+            return self._policy.allows(client, subject_ids(secret_id)), None
         ids = subject_ids(secret_id, arn=arn, name=cache.name_of(arn) if arn else None)
-        if not self._policy.allows(client, ids):
+        return self._policy.allows(client, ids), arn
+
+    def permits(self, client: str, secret_id: str, *, caches: RegionalCaches | None = None) -> bool:
+        """Whether ``client`` may read ``secret_id`` (the early decision); no upstream call, nothing counted."""
+        return self._early(client, secret_id, caches)[0]
+
+    def check(self, client: str, secret_id: str, *, caches: RegionalCaches | None = None) -> None:
+        """Raise Forbidden unless ``client`` may read ``secret_id``; decided without any upstream call."""
+        allowed, arn = self._early(client, secret_id, caches)
+        if not allowed:
             raise self._deny(client, arn)
 
     def may_read(self, client: str, *, arn: str, name: str) -> bool:
@@ -73,10 +80,34 @@ class SecretReader:
 
     def check_canonical(self, client: str, *, arn: str, name: str) -> None:
         """The final decision, on the secret's own name and ARN (never on what the caller typed)."""
-        if self._policy.unrestricted(client):
-            return
-        if not self._policy.allows(client, canonical_ids(arn=arn, name=name)):
+        if not self.may_read(client, arn=arn, name=name):
             raise self._deny(client, arn)
+
+    def cached(self, client: str, secret_id: str, selector: Selector) -> Lookup | None:
+        """A fresh cache hit ``client`` may read, decided as :meth:`read` decides; None for anything else.
+
+        Nothing is counted or changed: the hot path calls :meth:`served` once it
+        answers with the value, and leaves every other case to :meth:`read`.
+        """
+        if not self.permits(client, secret_id):
+            return None
+        cache = self.caches.peek_for_id(secret_id)
+        lookup = cache.fresh(secret_id, selector) if cache is not None else None
+        if lookup is None or not self.may_read(client, arn=lookup.value.arn, name=lookup.value.name):
+            return None
+        return lookup
+
+    def served(self, client: str, secret_id: str, selector: Selector, lookup: Lookup) -> None:
+        """Count a read :meth:`cached` found and the hot path answered, as :meth:`read` counts it."""
+        cache = self.caches.peek_for_id(secret_id)
+        if cache is not None:
+            cache.count_hit(secret_id, selector)
+        self._noted_allow(client, lookup)
+
+    def _noted_allow(self, client: str, lookup: Lookup) -> None:
+        self._metrics.observe_read(client, "allow")
+        if self._usage is not None:
+            self._usage.note(lookup.value.arn, client, lookup.value.version_id, allowed=True)
 
     async def read(
         self,
@@ -91,9 +122,7 @@ class SecretReader:
         self.check(client, secret_id, caches=caches)
         lookup = await self._cache_for(secret_id, caches).get(secret_id, selector, refresh=refresh)
         self.check_canonical(client, arn=lookup.value.arn, name=lookup.value.name)
-        self._metrics.observe_read(client, "allow")
-        if self._usage is not None:
-            self._usage.note(lookup.value.arn, client, lookup.value.version_id, allowed=True)
+        self._noted_allow(client, lookup)
         return lookup
 
     async def list_page(

@@ -319,3 +319,25 @@ async def test_rotation_reported_once_for_concurrent_readers() -> None:
     source.gate.set()
     await asyncio.gather(*readers)
     assert seen == [("v2", "v1", "refreshNow")]
+
+
+async def test_fresh_answers_exactly_the_plain_hits_get_would() -> None:
+    """fresh() returns a value only where get() would answer a plain hit, and changes nothing itself."""
+    source = FakeSource()
+    source.add("app/db", "pw")
+    clock = Clock()
+    seen: list[str] = []
+    cache = SecretCache(
+        source, ttl_seconds=300, max_entries=10, max_stale_seconds=86_400, clock=clock, observe=seen.append
+    )
+    assert cache.fresh("app/db", CURRENT) is None  # never read: a miss is get()'s
+    first = await cache.get("app/db", CURRENT)
+    clock.now += 10
+    lookup = cache.fresh("app/db", CURRENT)
+    assert lookup is not None and lookup.outcome == "hit" and lookup.value is first.value and lookup.age == 10
+    assert seen == ["miss"]  # nothing counted until the caller serves it
+    cache.count_hit("app/db", CURRENT)
+    assert seen == ["miss", "hit"]
+    clock.now += 300
+    assert cache.fresh("app/db", CURRENT) is None  # past the TTL: a revalidation is get()'s
+    assert sum(source.calls.values()) == 1

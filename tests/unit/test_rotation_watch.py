@@ -14,6 +14,7 @@ from agent.cache.rotations import Rotation
 from agent.cache.store import SecretCache
 from agent.cache.usage import MAX_CLIENTS_PER_SECRET, ReadUsage
 from agent.cache.watch import RotationWatch
+from agent.core.errors import UpstreamRejected, UpstreamThrottled
 from agent.core.metrics import Metrics
 from agent.core.types import AWSCURRENT, AWSPENDING, AWSPREVIOUS, CURRENT, SecretValue
 from agent.upstream.source import SecretMeta, VersionInfo
@@ -340,3 +341,20 @@ async def test_pending_versions_forgotten_once_no_longer_pending() -> None:
         await task
     await watch.assess_all()
     assert (watch._pending, watch._asked) == ({}, set())
+
+
+async def test_seeding_stops_at_the_first_throttle() -> None:
+    """A throttled ListSecretVersionIds ends seeding (history is never worth slowing reads); a refusal skips one."""
+    source = FakeSource()
+    arns = [source.add(name, "v").arn for name in ("a", "b", "c")]
+    cache = SecretCache(source, ttl_seconds=300, max_entries=10, max_stale_seconds=60)
+    watch = RotationWatch(cache, source, Metrics(), grace_seconds=60, interval_seconds=1, stale_after_seconds=None)
+    source.fail_with = UpstreamRejected("no", code="AccessDeniedException")
+    await watch.seed(arns)
+    assert sum(count for key, count in source.calls.items() if key.startswith("versions:")) == 3
+    source.calls.clear()
+    source.fail_with = UpstreamThrottled("slow down", code="ThrottlingException")
+    with capture_logs() as logs:
+        await watch.seed(arns)
+    assert sum(count for key, count in source.calls.items() if key.startswith("versions:")) == 1
+    assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == ["history_seed_stopped"]
