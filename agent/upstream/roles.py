@@ -73,7 +73,7 @@ class RoleSessions:
         """AssumeRole now (raises the translated error), then a source reading with that role's credentials."""
         reply = await self._calls.call(
             "AssumeRole",
-            self._sts.assume_role,
+            lambda **kwargs: self._sts().assume_role(**kwargs),  # the STS client is made on first use, in the pool
             service="STS",
             RoleArn=role_arn,
             RoleSessionName=ROLE_SESSION_NAME,
@@ -87,7 +87,7 @@ class RoleSessions:
 
     def _assume(self, role_arn: str) -> dict[str, str]:
         """botocore's refresh: assume the role again (runs in the worker thread of the call that needs it)."""
-        return _metadata(self._sts.assume_role(RoleArn=role_arn, RoleSessionName=ROLE_SESSION_NAME))
+        return _metadata(self._sts().assume_role(RoleArn=role_arn, RoleSessionName=ROLE_SESSION_NAME))
 
     def _clients_for(self, credentials: Credentials) -> RegionalClients:
         core = new_session()  # on the process's one data loader: models already parsed

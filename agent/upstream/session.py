@@ -32,6 +32,7 @@ from agent.config import AwsSettings
 from agent.core.errors import CredentialsError, UpstreamError
 from agent.upstream.botodata import new_session
 from agent.upstream.calls import UpstreamCalls
+from agent.upstream.regions import CLIENT_CREATION
 
 # Upstream HTTP pool: enough for prefetch batches and concurrent misses; the
 # worker pool (agent.upstream.calls) is sized to match.
@@ -63,7 +64,9 @@ class AwsClients:
     """The shared clients the agent uses."""
 
     secretsmanager: Any
-    sts: Any
+    # STS, made on first use (the credentials check, a roleArn read): with aws.validate_credentials = false
+    # and no roleArn reads, its client and model are never built.
+    sts: Callable[[], Any]
     region: str
     sqs: Any = None
     # Parameter Store's client, made on first use: its service model costs about 5 MiB of RSS,
@@ -124,12 +127,19 @@ def build_clients(settings: AwsSettings, *, with_sqs: bool = False) -> AwsClient
 
     try:
         secretsmanager = core.create_client("secretsmanager", config=config, **endpoint)
-        sts = core.create_client("sts", config=config, **endpoint)
         # Long polls hold a connection for up to 20 s: the read timeout must exceed that.
         sqs_config = config.merge(Config(read_timeout=max(settings.read_timeout_seconds, 30)))
         sqs = core.create_client("sqs", config=sqs_config, **endpoint) if with_sqs else None
     except NoRegionError as exc:
         raise CredentialsError("no AWS region: set aws.region, AWS_REGION or AWS_DEFAULT_REGION") from exc
+
+    made: list[Any] = []
+
+    def sts() -> Any:
+        with CLIENT_CREATION:  # botocore sessions are not thread-safe
+            if not made:
+                made.append(core.create_client("sts", config=config, **endpoint))
+        return made[0]
 
     def secretsmanager_in(region: str) -> Any:
         return core.create_client("secretsmanager", region_name=region, config=config, **endpoint)
@@ -150,7 +160,7 @@ def build_clients(settings: AwsSettings, *, with_sqs: bool = False) -> AwsClient
 async def caller_identity(clients: AwsClients, calls: UpstreamCalls) -> dict[str, str]:
     """STS GetCallerIdentity through the upstream pool; raises :class:`CredentialsError` with a clear reason."""
     try:
-        reply = await calls.call("GetCallerIdentity", clients.sts.get_caller_identity, service="STS")
+        reply = await calls.call("GetCallerIdentity", lambda: clients.sts().get_caller_identity(), service="STS")
     except UpstreamError as exc:
         if exc.code == "CredentialsUnavailable":
             raise CredentialsError(
