@@ -52,7 +52,7 @@ browser:
 
 test: lint typecheck suite
 
-# Throughput needs wrk and nginx (Debian packages); bench/run.sh installs them when missing.
+# Throughput needs wrk, nginx and a C compiler (Debian packages); bench/run.sh installs them when missing.
 bench: $(STAMP)
 	bench/run.sh
 

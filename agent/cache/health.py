@@ -8,7 +8,8 @@ States, the first that applies winning:
     a ``RotationFailed``/``RotationAbandoned`` event arrived and no new
     ``AWSCURRENT`` was seen since; or a version labelled ``AWSPENDING`` (and
     not ``AWSCURRENT``) is older than the grace period, counted from its
-    CreatedDate: the rotation started and never finished.
+    CreatedDate, and no new ``AWSCURRENT`` was seen after it was created:
+    the rotation started and never finished.
 ``overdue``
     rotation is enabled and ``NextRotationDate`` passed more than the grace
     period ago with no new ``AWSCURRENT`` since.
@@ -56,6 +57,9 @@ class Signals:
     pending_created: Mapping[str, float]  # AWSPENDING (not current) version → its CreatedDate
     stale: bool
     deleted: bool = False
+    # The latest AWSCURRENT change in the history only: upstream's LastRotatedDate may move when a
+    # rotation starts, so it never ends a lingering AWSPENDING failure.
+    current_seen_at: float | None = None
 
 
 def assess(signals: Signals, now: float, grace_seconds: float) -> tuple[Health, str]:
@@ -66,7 +70,9 @@ def assess(signals: Signals, now: float, grace_seconds: float) -> tuple[Health, 
     if signals.failed_event_at is not None:
         return "failed", "a rotation failed or was abandoned and no new AWSCURRENT was seen since"
     for version, created in signals.pending_created.items():
-        if now - created > grace_seconds:
+        # A label left on an abandoned version: a newer AWSCURRENT seen since ends the failure, as for events.
+        superseded = signals.current_seen_at is not None and signals.current_seen_at > created
+        if now - created > grace_seconds and not superseded:
             return "failed", f"AWSPENDING version {version[:8]} has not become current within the grace period"
     if meta is not None and meta.rotation_enabled and meta.next_rotation is not None:
         due = meta.next_rotation

@@ -11,10 +11,11 @@ Three sources feed it, in the order an agent meets them:
 3. the agent itself: every :class:`~agent.cache.rotations.Rotation` it
    publishes, with the detection delay (seen - the new version's CreatedDate).
 
-An entry is keyed by the version that became current, so the same change
-learnt twice is kept once: an account the agent observed (now or in an
-earlier run) replaces one inferred from upstream's versions, never the
-reverse, since it says how and when the change was really seen.
+The same change learnt twice is kept once: an account the agent observed
+(now or in an earlier run) replaces one inferred from upstream's versions
+for the same version, never the reverse, since it says how and when the
+change was really seen. A version becoming current again (a rollback) is a
+change of its own.
 
 Times are wall-clock seconds (``time.time``): they are shown to people.
 """
@@ -72,9 +73,13 @@ class RotationHistory:
         return max((change.seen_at for change in changes), default=None) if changes else None
 
     def superseded_at(self, arn: str, version_id: str) -> float | None:
-        """When ``version_id`` stopped being ``AWSCURRENT`` (the change that replaced it was seen), else None."""
-        successor = self._successor(arn, version_id)
-        return successor.seen_at if successor is not None else None
+        """When ``version_id`` last stopped being current; None if never replaced or current again (a rollback)."""
+        changes = self._changes.get(arn, ())
+        replaced = max((c.seen_at for c in changes if c.previous_version_id == version_id), default=None)
+        if replaced is None:
+            return None  # the usual answer on every read of the current version: one pass over the history
+        became = max((c.seen_at for c in changes if c.version_id == version_id), default=None)
+        return None if became is not None and became > replaced else replaced
 
     def _successor(self, arn: str, version_id: str) -> Change | None:
         """The known change that replaced ``version_id``, if any."""
@@ -84,17 +89,29 @@ class RotationHistory:
         return next((c for c in changes if c.previous_version_id == version_id), None)
 
     def add(self, arn: str, change: Change) -> bool:
-        """Record ``change``; an observed one replaces an inferred one for the same version, else the first stays."""
+        """Record ``change``; an observed one replaces an inferred one for the same version, else the first stays.
+
+        Observed changes to a version seen before are kept (a rollback, then a roll forward again),
+        unless the newest change already says the same (one change reported twice).
+        """
         changes = self._changes.get(arn)
         if changes is None:
             changes = self._changes[arn] = deque(maxlen=self._per_secret)
             while len(self._changes) > self._max_secrets:
                 self._changes.popitem(last=False)
-        known = next((known for known in changes if known.version_id == change.version_id), None)
-        if known is not None:
-            if known.how != INFERRED or change.how == INFERRED:
+        if change.how == INFERRED:
+            if any(known.version_id == change.version_id for known in changes):
                 return False
-            changes.remove(known)
+        else:
+            inferred = next((k for k in changes if k.version_id == change.version_id and k.how == INFERRED), None)
+            latest = max(changes, key=lambda known: known.seen_at, default=None)
+            if inferred is not None:
+                changes.remove(inferred)
+            elif latest is not None and (latest.version_id, latest.previous_version_id) == (
+                change.version_id,
+                change.previous_version_id,
+            ):
+                return False
         if len(changes) == changes.maxlen:
             # Keep the newest: drop the oldest by seen_at, whatever order they arrived in.
             oldest = min(changes, key=lambda known: known.seen_at)

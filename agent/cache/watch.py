@@ -103,9 +103,15 @@ class RotationWatch:
         try:
             await prefetched.wait()
             if self._seed_history:
-                await self.seed(sorted(required()))
+                try:
+                    await self.seed(sorted(required()))
+                except Exception:  # a bug in the seed must not stop health watching: history only
+                    log.exception("history_seed_crashed")
             while True:
-                await self.assess_all()
+                try:
+                    await self.assess_all()
+                except Exception:  # a bug in one pass must not freeze every secret's health for good
+                    log.exception("health_pass_crashed")
                 await asyncio.sleep(self._interval)
         finally:
             for task in list(self._lookups):
@@ -147,13 +153,15 @@ class RotationWatch:
         """Assess every cached secret now, update the gauge, log transitions."""
         now, mono = self._wall(), self._clock()
         arns = self._cache.arns()
+        pending: set[tuple[str, str]] = set()
         for arn in arns:
-            await self._assess(arn, now, mono)
+            pending.update((arn, version) for version in await self._assess(arn, now, mono))
         self.health.retain(arns)
         self.health.publish()
-        self._forget_pending(set(arns))
+        self._forget_pending(pending)
 
-    async def _assess(self, arn: str, now: float, mono: float) -> None:
+    async def _assess(self, arn: str, now: float, mono: float) -> list[str]:
+        """Assess one secret; returns its versions labelled AWSPENDING (and not AWSCURRENT)."""
         held = self._cache.metadata.get(arn)
         meta = held[0] if held is not None else None
         pending: dict[str, float] = {}
@@ -161,7 +169,7 @@ class RotationWatch:
             for version, stages in meta.versions_to_stages.items():
                 if AWSPENDING in stages and AWSCURRENT not in stages:
                     pending[version] = self._pending_created(arn, version, now)
-        last_changed = self.history.last_changed(arn)
+        seen = last_changed = self.history.last_changed(arn)
         if meta is not None and meta.last_rotated is not None:
             last_changed = max(last_changed or 0.0, meta.last_rotated)
         signals = Signals(
@@ -171,9 +179,11 @@ class RotationWatch:
             pending_created=pending,
             stale=await self.is_stale(arn, mono),
             deleted=await self._deleted(arn),
+            current_seen_at=seen,
         )
         health, reason = assess(signals, now, self._grace)
         self.health.update(arn, self._cache.name_of(arn) or arn, health, reason, now)
+        return list(pending)
 
     async def is_stale(self, arn: str, mono: float | None = None) -> bool:
         """Served past an upstream failure: a stale read since the last confirmation, or unconfirmed too long."""
@@ -211,7 +221,8 @@ class RotationWatch:
         except UpstreamError as exc:  # throttled: first-seen time stands in for the CreatedDate
             log.warning("pending_version_lookup_failed", arn=arn, error=exc.code)
 
-    def _forget_pending(self, cached: set[str]) -> None:
-        for key in [key for key in self._pending if key[0] not in cached]:
+    def _forget_pending(self, pending: set[tuple[str, str]]) -> None:
+        """Forget versions no longer pending (or no longer cached): one entry per rotation would never go."""
+        for key in [key for key in self._pending if key not in pending]:
             del self._pending[key]
-            self._asked.discard(key)
+        self._asked &= pending

@@ -50,6 +50,11 @@ _COLOURS = {
 _CLEAR = "\x1b[H\x1b[2J"
 
 
+def _clean(value: Any) -> str:
+    """``value`` as text with control characters replaced: what the agent reports must not drive the terminal."""
+    return "".join(char if char.isprintable() else "?" for char in str(value))
+
+
 def exit_status(status: dict[str, Any]) -> int:
     """0 when no secret is overdue, failed or stale; :data:`EXIT_UNHEALTHY` otherwise."""
     return EXIT_UNHEALTHY if any(s.get("health") in UNHEALTHY for s in status.get("secrets", [])) else EXIT_OK
@@ -146,21 +151,22 @@ def _reads(secret: dict[str, Any]) -> str:
 
 def _old_readers(secret: dict[str, Any]) -> str:
     readers = secret.get("old_version_readers") or []
-    return ", ".join(f"{r['client']}@{str(r['version_id'])[:8]}" for r in readers) or "-"
+    return ", ".join(f"{_clean(r['client'])}@{_clean(str(r['version_id'])[:8])}" for r in readers) or "-"
 
 
 def _header(status: dict[str, Any], now: float, colour: bool) -> str:
     agent, upstream, cache = status.get("agent", {}), status.get("upstream", {}), status.get("cache", {})
     ratio = cache.get("hit_ratio")
+    not_ready = f"not ready ({_clean(agent.get('ready_reason') or '?')})"
     parts = [
-        f"secrets-agent {agent.get('version', '?')}",
+        f"secrets-agent {_clean(agent.get('version', '?'))}",
         f"up {duration(agent.get('uptime_seconds'))}",
-        "ready" if agent.get("ready") else _paint(f"not ready ({agent.get('ready_reason') or '?'})", "failed", colour),
+        "ready" if agent.get("ready") else _paint(not_ready, "failed", colour),
     ]
     if upstream.get("healthy"):
         parts.append(f"upstream ok (last success {_ago(now, upstream.get('last_success'))})")
     else:
-        error = f": {upstream['last_error']}" if upstream.get("last_error") else ""
+        error = f": {_clean(upstream['last_error'])}" if upstream.get("last_error") else ""
         parts.append(_paint(f"upstream failing ({upstream.get('failure_burst', 0)} in a row{error})", "failed", colour))
     ratio_text = "-" if ratio is None else f"{ratio * 100:.1f}%"
     parts.append(f"cache {cache.get('secrets', 0)} secrets, {cache.get('entries', 0)} entries, hit ratio {ratio_text}")
@@ -174,9 +180,9 @@ def render(status: dict[str, Any], *, colour: bool = False) -> str:
     titles = ("SECRET", "HEALTH", "VERSION", "CHANGED", "ROTATION", "STALE", "READS 1H/24H", "OLD VERSION READERS")
     rows = [
         (
-            str(s.get("name")),
-            str(s.get("health")),
-            str(s.get("version_id") or "-")[:8],
+            _clean(s.get("name")),
+            _clean(s.get("health")),
+            _clean(str(s.get("version_id") or "-")[:8]),
             _ago(now, s.get("last_changed")),
             _rotation(s.get("rotation"), now),
             duration(s.get("staleness_seconds")),
@@ -199,7 +205,7 @@ def render(status: dict[str, Any], *, colour: bool = False) -> str:
         out.append(f"  24h [{_strip_text(strip(secret, now), colour)}] now")
         reason = secret.get("health_reason")
         if secret.get("health") != "ok" and reason:
-            out.append(f"  why: {reason}")
+            out.append(f"  why: {_clean(reason)}")
     if not secrets:
         out.append("(no cached secrets this client may read)")
     out += ["", _paint(f"timeline: {LEGEND}", "dim", colour)]

@@ -172,7 +172,17 @@ def positive(raw: Any) -> float:
 
 
 # First path segments of the agent's fixed routes: a path prefix may not take one over.
-FIXED_ROUTE_ROOTS = ("secretsmanager", "systemsmanager", "value", "ping", "healthz", "readyz", "metrics")
+FIXED_ROUTE_ROOTS = (
+    "secretsmanager",
+    "systemsmanager",
+    "value",
+    "ping",
+    "healthz",
+    "readyz",
+    "metrics",
+    "status",
+    "ui",
+)
 
 
 def path_prefix(raw: Any) -> str:

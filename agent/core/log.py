@@ -18,12 +18,34 @@ own level is.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from collections.abc import MutableMapping
+from types import ModuleType
 from typing import Any, TextIO
 
-import structlog
+# structlog imports rich and colorama, when they happen to be installed (import-linter brings rich into
+# the dev environment), for its development console's tracebacks and Windows colours. The agent renders
+# exceptions itself (format_exc_info) and never colours, so they would be 3 MiB of RSS for nothing.
+OPTIONAL_EXTRAS = ("rich", "colorama")
+
+
+def _import_structlog() -> ModuleType:
+    """structlog, imported (first) with its optional extras hidden; anyone may still import them later."""
+    if "structlog" in sys.modules or any(name in sys.modules for name in OPTIONAL_EXTRAS):
+        return importlib.import_module("structlog")  # already loaded: hiding anything now saves nothing
+    for name in OPTIONAL_EXTRAS:
+        sys.modules[name] = None  # type: ignore[assignment]  # None: "import rich" fails, as if not installed
+    try:
+        return importlib.import_module("structlog")
+    finally:
+        for name in OPTIONAL_EXTRAS:
+            del sys.modules[name]
+
+
+_import_structlog()
+import structlog  # noqa: E402 - already imported just above, without its optional extras
 
 # Lower-cased field names whose values are never logged.
 SENSITIVE_KEYS = frozenset(

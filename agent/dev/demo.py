@@ -87,6 +87,10 @@ def _banner(started: Started, token_path: str, moto_url: str, rotate_seconds: fl
         f"  curl -s -H {header} {base}/value/{BINARY_SECRET} | xxd | head -2",
         f"  curl -s --unix-socket {started.unix_socket} -H {header} http://localhost/value/{API_SECRET}",
         f"  curl -s {base}/readyz; curl -s -H {header} {base}/metrics | grep secrets_agent_cache",
+        f"  curl -s -H {header} {base}/status        # rotations, health and readers (JSON)",
+        f"  SECRETS_AGENT_TOKEN=$TOKEN secrets-agent status --watch --http-port {port}",
+        "",
+        f"Open {base}/ui in a browser and paste the token: the rotation timeline.",
         "",
     ]
     return "\n".join(lines)

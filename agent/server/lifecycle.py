@@ -64,6 +64,7 @@ from agent.server.context import Components
 from agent.server.fastpath import FastPath
 from agent.server.hardening import harden_process
 from agent.server.listeners import start_tcp, start_unix
+from agent.server.memory import release_free_memory
 from agent.server.parameters import ParameterReader
 from agent.server.protocol import AgentRunner
 from agent.server.reader import SecretReader
@@ -473,6 +474,7 @@ class Agent:
             await parts.parameters.refresher.prefetched.wait()
         if parts.templates is not None:
             await parts.templates.render_all()
+        release_free_memory()  # prefetch's replies are garbage now: give their pages back
         parts.started.set()
         self.notifier.ready()
 

@@ -15,9 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import botocore.session
-
 from agent.core.errors import UpstreamRejected
+from agent.upstream.botodata import new_session
 
 # More than AWS has regions (commercial, China and GovCloud partitions together).
 MAX_REGIONS = 48
@@ -44,7 +43,7 @@ def arn_region(secret_id: str) -> str | None:
 @functools.cache
 def known_regions() -> frozenset[str]:
     """Every Secrets Manager region botocore's bundled endpoint data names, in every partition."""
-    session = botocore.session.get_session()
+    session = new_session()  # the process's one data loader: endpoint data already parsed
     return frozenset(
         region
         for partition in session.get_available_partitions()

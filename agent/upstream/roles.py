@@ -20,11 +20,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import boto3
-import botocore.session
 from botocore.credentials import CredentialResolver, Credentials, RefreshableCredentials
 
 from agent.config import AwsSettings
+from agent.upstream.botodata import new_session
 from agent.upstream.calls import UpstreamCalls
 from agent.upstream.regions import CLIENT_CREATION, RegionalClients
 from agent.upstream.secretsmanager import SecretsManagerSource
@@ -65,7 +64,6 @@ class RoleSessions:
     ) -> None:
         self._sts = clients.sts
         self._region = clients.region
-        self._loader = clients.data_loader
         self._config = client_config(settings)
         self._endpoint: dict[str, Any] = {"endpoint_url": settings.endpoint_url} if settings.endpoint_url else {}
         self._calls = calls
@@ -75,7 +73,7 @@ class RoleSessions:
         """AssumeRole now (raises the translated error), then a source reading with that role's credentials."""
         reply = await self._calls.call(
             "AssumeRole",
-            self._sts.assume_role,
+            lambda **kwargs: self._sts().assume_role(**kwargs),  # the STS client is made on first use, in the pool
             service="STS",
             RoleArn=role_arn,
             RoleSessionName=ROLE_SESSION_NAME,
@@ -89,18 +87,15 @@ class RoleSessions:
 
     def _assume(self, role_arn: str) -> dict[str, str]:
         """botocore's refresh: assume the role again (runs in the worker thread of the call that needs it)."""
-        return _metadata(self._sts.assume_role(RoleArn=role_arn, RoleSessionName=ROLE_SESSION_NAME))
+        return _metadata(self._sts().assume_role(RoleArn=role_arn, RoleSessionName=ROLE_SESSION_NAME))
 
     def _clients_for(self, credentials: Credentials) -> RegionalClients:
-        core = botocore.session.get_session()
+        core = new_session()  # on the process's one data loader: models already parsed
         core.set_config_variable("region", self._region)
-        if self._loader is not None:
-            core.register_component("data_loader", self._loader)
         core.register_component("credential_provider", CredentialResolver([AssumedRoleProvider(credentials)]))
-        session = boto3.session.Session(botocore_session=core)
 
         def make(region: str) -> Any:
-            client = session.client("secretsmanager", region_name=region, config=self._config, **self._endpoint)
+            client = core.create_client("secretsmanager", region_name=region, config=self._config, **self._endpoint)
             self._on_client(client)
             return client
 

@@ -6,8 +6,11 @@ assumes that role through botocore's own ``AssumeRoleCredentialFetcher`` and
 ``DeferredRefreshableCredentials``, which refresh before expiry; nothing here
 refreshes credentials by hand.
 
-boto3 clients are thread-safe and sessions are not, so one client is created
-here and shared by the bounded thread pool in which every call runs.
+botocore clients are thread-safe and sessions are not, so one client is created
+here and shared by the bounded thread pool in which every call runs. Clients
+are made with botocore itself: boto3 adds nothing the agent uses (its resource
+layer, S3 transfers) and would cost 2 MiB of imports. Every session shares one
+data loader (:mod:`agent.upstream.botodata`), so models are parsed once.
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-import botocore.session
 from botocore.config import Config
 from botocore.credentials import (
     AssumeRoleCredentialFetcher,
@@ -29,7 +30,9 @@ from botocore.exceptions import ClientError, NoRegionError
 
 from agent.config import AwsSettings
 from agent.core.errors import CredentialsError, UpstreamError
+from agent.upstream.botodata import new_session
 from agent.upstream.calls import UpstreamCalls
+from agent.upstream.regions import CLIENT_CREATION
 
 # Upstream HTTP pool: enough for prefetch batches and concurrent misses; the
 # worker pool (agent.upstream.calls) is sized to match.
@@ -61,7 +64,9 @@ class AwsClients:
     """The shared clients the agent uses."""
 
     secretsmanager: Any
-    sts: Any
+    # STS, made on first use (the credentials check, a roleArn read): with aws.validate_credentials = false
+    # and no roleArn reads, its client and model are never built.
+    sts: Callable[[], Any]
     region: str
     sqs: Any = None
     sns: Any = None  # only with events.sns_topic_arn (the agent's own subscription)
@@ -70,8 +75,6 @@ class AwsClients:
     ssm: Callable[[], Any] | None = None
     # A Secrets Manager client for another region (same credentials, endpoint and config), for cross-region ARNs.
     secretsmanager_in: Callable[[str], Any] | None = None
-    # botocore's parsed service models, shared by the sessions made for roleArn reads.
-    data_loader: Any = None
 
 
 def client_config(settings: AwsSettings) -> Config:
@@ -92,7 +95,7 @@ def build_clients(settings: AwsSettings, *, with_sqs: bool = False, with_sns: bo
     ``endpoint_url`` from settings wins; otherwise botocore honours the standard
     ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_SECRETS_MANAGER`` variables itself.
     """
-    core = botocore.session.get_session()
+    core = new_session()
     if settings.region:
         core.set_config_variable("region", settings.region)
     config = client_config(settings)
@@ -100,7 +103,7 @@ def build_clients(settings: AwsSettings, *, with_sqs: bool = False, with_sns: bo
 
     if settings.role_arn:
         # The source identity for AssumeRole is whatever the default chain finds.
-        source_session = botocore.session.get_session()
+        source_session = new_session()
         if settings.region:
             source_session.set_config_variable("region", settings.region)
         source_credentials = source_session.get_credentials()
@@ -123,22 +126,28 @@ def build_clients(settings: AwsSettings, *, with_sqs: bool = False, with_sns: bo
         refreshing = DeferredRefreshableCredentials(method="assume-role", refresh_using=fetcher.fetch_credentials)
         core.get_component("credential_provider").insert_before("env", AssumedRoleProvider(refreshing))
 
-    session = boto3.session.Session(botocore_session=core)
     try:
-        secretsmanager = session.client("secretsmanager", config=config, **endpoint)
-        sts = session.client("sts", config=config, **endpoint)
+        secretsmanager = core.create_client("secretsmanager", config=config, **endpoint)
         # Long polls hold a connection for up to 20 s: the read timeout must exceed that.
         sqs_config = config.merge(Config(read_timeout=max(settings.read_timeout_seconds, 30)))
-        sqs = session.client("sqs", config=sqs_config, **endpoint) if with_sqs else None
-        sns = session.client("sns", config=config, **endpoint) if with_sns else None
+        sqs = core.create_client("sqs", config=sqs_config, **endpoint) if with_sqs else None
+        sns = core.create_client("sns", config=config, **endpoint) if with_sns else None
     except NoRegionError as exc:
         raise CredentialsError("no AWS region: set aws.region, AWS_REGION or AWS_DEFAULT_REGION") from exc
 
+    made: list[Any] = []
+
+    def sts() -> Any:
+        with CLIENT_CREATION:  # botocore sessions are not thread-safe
+            if not made:
+                made.append(core.create_client("sts", config=config, **endpoint))
+        return made[0]
+
     def secretsmanager_in(region: str) -> Any:
-        return session.client("secretsmanager", region_name=region, config=config, **endpoint)
+        return core.create_client("secretsmanager", region_name=region, config=config, **endpoint)
 
     def ssm() -> Any:
-        return session.client("ssm", config=config, **endpoint)
+        return core.create_client("ssm", config=config, **endpoint)
 
     return AwsClients(
         secretsmanager=secretsmanager,
@@ -148,14 +157,13 @@ def build_clients(settings: AwsSettings, *, with_sqs: bool = False, with_sns: bo
         sns=sns,
         ssm=ssm,
         secretsmanager_in=secretsmanager_in,
-        data_loader=core.get_component("data_loader"),
     )
 
 
 async def caller_identity(clients: AwsClients, calls: UpstreamCalls) -> dict[str, str]:
     """STS GetCallerIdentity through the upstream pool; raises :class:`CredentialsError` with a clear reason."""
     try:
-        reply = await calls.call("GetCallerIdentity", clients.sts.get_caller_identity, service="STS")
+        reply = await calls.call("GetCallerIdentity", lambda: clients.sts().get_caller_identity(), service="STS")
     except UpstreamError as exc:
         if exc.code == "CredentialsUnavailable":
             raise CredentialsError(

@@ -83,7 +83,7 @@ async def test_demo_serves_rotates_and_cleans_up() -> None:
             # The printed lines, run as a newcomer would paste them into bash.
             lines = output.splitlines()
             token_line = next(line.strip() for line in lines if line.strip().startswith("TOKEN=$(cat "))
-            expected = ['"ARN"', '"VersionId"', "", "api-", "ready"]
+            expected = ['"ARN"', '"VersionId"', "", "api-", "ready", '"secrets"']
             curls = [line.strip() for line in lines if line.strip().startswith("curl ") and "xxd" not in line]
             assert len(curls) == len(expected)
             for command, needle in zip(curls, expected, strict=True):

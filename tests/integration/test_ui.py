@@ -167,3 +167,33 @@ def test_browser_wrong_token_shows_a_message_and_no_data(
     assert not browser.find_element(By.ID, "data").is_displayed()
     assert browser.find_element(By.ID, "token-form").is_displayed()
     assert "ui/hidden-name" not in browser.page_source
+
+
+# Holds every /status answer, its body already read, until the test releases it: once released, the page's
+# handling of it runs in microtasks, all done before the browser runs the test's next script.
+_HOLD_FETCH = """
+window.held = [];
+const original = window.fetch;
+window.fetch = (...args) => original(...args).then((reply) => reply.json().then((body) => new Promise((resolve) => {
+  reply.json = () => Promise.resolve(body);
+  window.held.push(() => resolve(reply));
+})));
+"""
+
+
+def test_browser_forget_token_is_not_undone_by_an_answer_in_flight(
+    sm: Any, moto: MotoServer, agent_process: Callable[..., AgentProcess], browser: WebDriver
+) -> None:
+    """In chromium: a /status answer arriving after "Forget token" is dropped: no data comes back without a token."""
+    sm.create_secret(Name="ui/forgotten", SecretString="v")
+    base = _start_agent(agent_process, moto.url, ["ui/forgotten"])
+    _sign_in(browser, base, TOKEN)
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#secrets tbody tr"), "the table")
+    browser.execute_script(_HOLD_FETCH)
+    _wait(browser, lambda d: d.execute_script("return window.held.length > 0;"), "the next refresh in flight")
+    browser.find_element(By.ID, "forget").click()
+    assert browser.find_element(By.ID, "token-form").is_displayed()
+    browser.execute_script("window.held.forEach((release) => release());")
+    assert not browser.find_element(By.ID, "data").is_displayed()
+    assert browser.find_elements(By.CSS_SELECTOR, "#secrets tbody tr") == []
+    assert browser.find_element(By.ID, "token-form").is_displayed()

@@ -202,7 +202,7 @@ def test_path_prefix_accepted(tmp_path: Path, raw: str, prefix: str) -> None:
     assert load_settings(str(path), environ=ENV).server.path_prefix == prefix
 
 
-@pytest.mark.parametrize("raw", ["/", "v1/", "/value/", "/healthz", "/a//b/", "/{x}/"])
+@pytest.mark.parametrize("raw", ["/", "v1/", "/value/", "/healthz", "/ui/", "/status/", "/a//b/", "/{x}/"])
 def test_path_prefix_refused(tmp_path: Path, raw: str) -> None:
     """server.path_prefix refuses '/', a relative path, a fixed route's root and route syntax."""
     path = tmp_path / "agent.toml"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from structlog.testing import capture_logs
@@ -14,9 +16,10 @@ from agent.cache.usage import MAX_CLIENTS_PER_SECRET, ReadUsage
 from agent.cache.watch import RotationWatch
 from agent.core.errors import UpstreamRejected, UpstreamThrottled
 from agent.core.metrics import Metrics
-from agent.core.types import AWSCURRENT, AWSPENDING, AWSPREVIOUS, SecretValue
+from agent.core.types import AWSCURRENT, AWSPENDING, AWSPREVIOUS, CURRENT, SecretValue
 from agent.upstream.source import SecretMeta, VersionInfo
 from tests.support.fakes import FakeSource
+from tests.support.waiting import eventually
 
 NOW = 1_800_000_000.0
 ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf"
@@ -69,6 +72,16 @@ def test_failed_by_event_or_lingering_pending() -> None:
     health, reason = assess(signals(pending_created={"abcdef0123456789": NOW - GRACE - 1}), NOW, GRACE)
     assert health == "failed" and "abcdef01" in reason and "abcdef0123" not in reason
     assert assess(signals(pending_created={"young": NOW - 5}), NOW, GRACE)[0] == "ok"
+
+
+def test_lingering_pending_failure_ends_when_a_new_current_is_seen() -> None:
+    """An AWSPENDING label left on an abandoned version stops counting once a newer AWSCURRENT was seen after it."""
+    abandoned = {"abandoned": NOW - 3 * GRACE}
+    assert assess(signals(pending_created=abandoned), NOW, GRACE)[0] == "failed"
+    assert assess(signals(pending_created=abandoned, current_seen_at=NOW - 4 * GRACE), NOW, GRACE)[0] == "failed"
+    # Upstream's LastRotatedDate alone (it may move when a rotation starts) does not end it.
+    assert assess(signals(pending_created=abandoned, last_changed=NOW - GRACE), NOW, GRACE)[0] == "failed"
+    assert assess(signals(pending_created=abandoned, current_seen_at=NOW - GRACE), NOW, GRACE)[0] == "ok"
 
 
 def test_states_by_precedence() -> None:
@@ -164,6 +177,22 @@ def test_seeded_version_never_dated_after_its_successor_was_seen() -> None:
     assert [(c.version_id, c.seen_at) for c in history.changes(ARN)] == [("v2", NOW), ("v1", NOW)]
 
 
+def test_rollback_to_an_earlier_version_is_a_change_of_its_own() -> None:
+    """AWSCURRENT moved back to a version current before (a rollback) is recorded; the same change twice once."""
+    history = RotationHistory()
+    history.observe(Rotation(value("v2"), "v1", "poll", seen_at=NOW))
+    history.observe(Rotation(value("v1"), "v2", "poll", seen_at=NOW + 10))
+    assert history.superseded_at(ARN, "v1") is None and history.superseded_at(ARN, "v2") == NOW + 10
+    history.observe(Rotation(value("v2"), "v1", "event", seen_at=NOW + 20))
+    history.observe(Rotation(value("v2"), "v1", "poll", seen_at=NOW + 21))  # reported twice (a role's cache)
+    assert [(c.version_id, c.previous_version_id, c.seen_at) for c in history.changes(ARN)] == [
+        ("v2", "v1", NOW + 20),
+        ("v1", "v2", NOW + 10),
+        ("v2", "v1", NOW),
+    ]
+    assert history.last_changed(ARN) == NOW + 20 and history.superseded_at(ARN, "v1") == NOW + 20
+
+
 def test_history_bounded_keeping_the_newest() -> None:
     """Past per_secret changes the oldest (by seen_at) go, whatever order they arrived in."""
     history = RotationHistory(per_secret=3)
@@ -225,6 +254,93 @@ def test_usage_bounded_in_clients() -> None:
         usage.note(ARN, f"c{index}", "v1", allowed=True)
     kept = {r.client for r in usage.reads(ARN)}
     assert len(kept) == MAX_CLIENTS_PER_SECRET and f"c{clients - 1}" in kept and "c0" not in kept
+
+
+# ---------------------------------------------------------------- RotationWatch task
+
+
+class FlakyWatch(RotationWatch):
+    """A watch whose first ``failures`` assessments raise (a bug in one pass)."""
+
+    def __init__(self, *args: Any, failures: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures = failures
+        self.assessed = 0
+
+    async def _assess(self, arn: str, now: float, mono: float) -> list[str]:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("a bug in one pass")
+        pending = await super()._assess(arn, now, mono)
+        self.assessed += 1
+        return pending
+
+
+class BrokenVersions(FakeSource):
+    """ListSecretVersionIds fails with something that is not an UpstreamError (an untranslated botocore error)."""
+
+    async def list_versions(self, secret_id: str) -> list[VersionInfo]:
+        raise KeyError("VersionStages")
+
+
+async def watch_over(source: FakeSource, *, failures: int = 0) -> tuple[FlakyWatch, str]:
+    cache = SecretCache(source, ttl_seconds=300, max_entries=10, max_stale_seconds=86_400)
+    arn = (await cache.get("db", CURRENT)).value.arn
+    watch = FlakyWatch(
+        cache, source, Metrics(), grace_seconds=GRACE, interval_seconds=0, stale_after_seconds=None, failures=failures
+    )
+    return watch, arn
+
+
+async def run_until_assessed(watch: FlakyWatch, arn: str) -> None:
+    prefetched = asyncio.Event()
+    prefetched.set()
+    task = asyncio.create_task(watch.run(prefetched, lambda: [arn]))
+    try:
+        # task.result() re-raises at once if the task died: the test then fails with its exception.
+        await eventually(lambda: (task.result() if task.done() else None) or watch.assessed > 0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_watch_keeps_assessing_after_a_pass_raises() -> None:
+    """An exception in one health pass is logged and the next pass runs: health is never frozen for good."""
+    source = FakeSource()
+    source.add("db", "pw")
+    watch, arn = await watch_over(source, failures=1)
+    with capture_logs() as logs:
+        await run_until_assessed(watch, arn)
+    assert any(entry["event"] == "health_pass_crashed" and entry["log_level"] == "error" for entry in logs)
+
+
+async def test_watch_assesses_health_when_the_history_seed_raises() -> None:
+    """A seed call failing with a non-upstream error skips the seed, never the health watch."""
+    source = BrokenVersions()
+    source.add("db", "pw")
+    watch, arn = await watch_over(source)
+    with capture_logs():
+        await run_until_assessed(watch, arn)
+    assert watch.history.changes(arn) == []
+
+
+async def test_pending_versions_forgotten_once_no_longer_pending() -> None:
+    """A version that stopped being AWSPENDING is no longer tracked: one entry per rotation would grow for good."""
+    source = FakeSource()
+    source.add("db", "pw")
+    watch, arn = await watch_over(source)
+    cache = watch._cache
+    for n in range(5):  # five rotations, each seen mid-way with its AWSPENDING version
+        stages = {f"v{n}": (AWSCURRENT,), f"v{n + 1}": (AWSPENDING,)}
+        cache.metadata.put(SecretMeta(arn=arn, name="db", versions_to_stages=stages), 0.0)
+        await watch.assess_all()
+    cache.metadata.put(SecretMeta(arn=arn, name="db", versions_to_stages={"v5": (AWSCURRENT,)}), 0.0)
+    await watch.assess_all()
+    for task in list(watch._lookups):
+        await task
+    await watch.assess_all()
+    assert (watch._pending, watch._asked) == ({}, set())
 
 
 async def test_seeding_stops_at_the_first_throttle() -> None:

@@ -88,6 +88,25 @@ def test_colour_on_request() -> None:
     assert ANSI.search(render(_status(_secret("a", "failed")), colour=True))
 
 
+def test_control_characters_from_the_agent_never_reach_the_terminal() -> None:
+    """A version id, client or reason carrying escape sequences is printed with them neutralised, colour or not."""
+    evil = "\x1b]0;x\x07\x1b[2J"
+    secret = _secret(
+        "a",
+        "failed",
+        version_id=evil + "0123456789",
+        health_reason="AWSPENDING version " + evil,
+        reads=[{"client": "c" + evil, "last_hour": 1, "last_day": 1, "denied": 0, "hourly": []}],
+        old_version_readers=[{"client": "c" + evil, "version_id": evil, "reads": 1, "last_read": NOW}],
+    )
+    status = _status(secret)
+    status["agent"].update(ready=False, ready_reason="prefetch " + evil)
+    status["upstream"].update(healthy=False, failure_burst=1, last_error="Err" + evil)
+    for colour in (False, True):
+        text = render(status, colour=colour)
+        assert "\x07" not in text and "\x1b]" not in text and "\x1b[2J" not in text
+
+
 class _Client:
     def __init__(self, replies: list[Any]) -> None:
         self.replies = replies

@@ -188,18 +188,22 @@ async function refresh() {
     askForToken();
     return;
   }
+  // An answer for a token forgotten or replaced while it was in flight is dropped: never shown, never acted on.
+  const token = state.token;
   let response;
   try {
     response = await fetch("/status", {
-      headers: { [TOKEN_HEADER]: state.token },
+      headers: { [TOKEN_HEADER]: token },
       cache: "no-store",
       credentials: "omit",
     });
   } catch (error) {
+    if (state.token !== token) return;
     showMessage(`The agent did not answer (${error.message}); trying again.`);
     schedule();
     return;
   }
+  if (state.token !== token) return;
   if (response.status === 403 || response.status === 401) {
     forgetToken();
     askForToken();
@@ -211,7 +215,9 @@ async function refresh() {
     schedule();
     return;
   }
-  state.status = await response.json();
+  const status = await response.json();
+  if (state.token !== token) return;
+  state.status = status;
   showMessage("");
   render();
   schedule();
