@@ -74,7 +74,9 @@ class RotationHistory:
 
     def superseded_at(self, arn: str, version_id: str) -> float | None:
         """When ``version_id`` last stopped being current; None if never replaced or current again (a rollback)."""
-        changes = self._changes.get(arn, ())
+        changes = self._changes.get(arn)
+        if not changes:  # asked on every read: most secrets have no recorded change
+            return None
         replaced = max((c.seen_at for c in changes if c.previous_version_id == version_id), default=None)
         if replaced is None:
             return None  # the usual answer on every read of the current version: one pass over the history
@@ -83,10 +85,7 @@ class RotationHistory:
 
     def _successor(self, arn: str, version_id: str) -> Change | None:
         """The known change that replaced ``version_id``, if any."""
-        changes = self._changes.get(arn)
-        if not changes:  # asked on every read: most secrets have no recorded change
-            return None
-        return next((c for c in changes if c.previous_version_id == version_id), None)
+        return next((c for c in self._changes.get(arn, ()) if c.previous_version_id == version_id), None)
 
     def add(self, arn: str, change: Change) -> bool:
         """Record ``change``; an observed one replaces an inferred one for the same version, else the first stays.
