@@ -151,9 +151,11 @@ class Authenticator:
     def identify(self, headers: Mapping[str, str], peer: Peer | None = None) -> Identification:
         """Recognise the caller by token first, then (Unix socket) by uid, then gid."""
         # aiohttp decodes header bytes with surrogateescape: encode the same way, never fail.
-        candidates = [
-            value.encode("utf-8", "surrogateescape") for value in (headers.get(name) for name in self._headers) if value
-        ]
+        candidates = []
+        for header in self._headers:
+            value = headers.get(header)
+            if value:
+                candidates.append(value.encode("utf-8", "surrogateescape"))
         auth = headers.get("Authorization")
         if auth and auth[:7].lower() == "bearer ":
             candidates.append(auth[7:].strip().encode("utf-8", "surrogateescape"))

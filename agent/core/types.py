@@ -68,7 +68,7 @@ class Selector:
     version_id: str | None = None
     version_stage: str | None = None
 
-    @property
+    @cached_property  # asked on every read; the selector is frozen (the value lands in __dict__, not a field)
     def cache_suffix(self) -> str:
         """Key part that tells versions of one secret apart in the cache."""
         if self.version_id:
