@@ -24,8 +24,8 @@ with ``roleArn`` (:meth:`Policy.allows_role`); the ``default`` client may name a
 
 Policies are fixed for the life of the process (SIGHUP reloads tokens, not
 policies), so a decision depends on nothing but the client and the ids: each
-is kept once made (a bounded memo, emptied when full), and a cached read
-pays for a dict lookup instead of glob matching (issue 13).
+is kept once made (a bounded memo of short ids, emptied when full), and a
+cached read pays for a dict lookup instead of glob matching (issue 13).
 """
 
 from __future__ import annotations
@@ -37,13 +37,22 @@ from functools import lru_cache
 from agent.config.access import DEFAULT_CLIENT, ClientSettings, SecretPolicySettings
 from agent.core.types import looks_like_arn, partial_arn
 
-# Decisions kept per Policy; the ids come from requests, so the memo is bounded (emptied when full).
-MAX_DECISIONS = 10_000
+# Decisions kept per Policy. The ids come from requests, so the memo is bounded (emptied when full)
+# and only short ids are kept (a secret's name is at most 512 characters): at most a few MiB.
+MAX_DECISIONS = 2048
+MAX_REMEMBERED_IDS_LENGTH = 2048
+# subject_ids remembers the ids of a secret id at most this long (a full ARN of a 512-character name fits).
+MAX_REMEMBERED_ID_LENGTH = 600
 
 
-@lru_cache(maxsize=4096)  # pure, and asked on every read: the ids of one secret repeat
 def subject_ids(secret_id: str, *, arn: str | None = None, name: str | None = None) -> tuple[str, ...]:
     """Every identifier a policy pattern may match for this read."""
+    if len(secret_id) <= MAX_REMEMBERED_ID_LENGTH:  # asked on every read: remembered for the usual ids
+        return _remembered_subject_ids(secret_id, arn, name)
+    return _subject_ids(secret_id, arn, name)
+
+
+def _subject_ids(secret_id: str, arn: str | None, name: str | None) -> tuple[str, ...]:
     ids = [secret_id]
     for known in (arn, name):
         if known:
@@ -57,7 +66,11 @@ def subject_ids(secret_id: str, *, arn: str | None = None, name: str | None = No
     return tuple(dict.fromkeys(ids))
 
 
-@lru_cache(maxsize=4096)  # as subject_ids
+# Bounded: ids are caller input (short ones only, above), arn and name the cache's.
+_remembered_subject_ids = lru_cache(maxsize=1024)(_subject_ids)
+
+
+@lru_cache(maxsize=1024)  # asked on every read; arn and name are the cache's, not caller input
 def canonical_ids(*, arn: str, name: str) -> tuple[str, ...]:
     """The identifiers of a secret as Secrets Manager itself names it (after a fetch).
 
@@ -105,9 +118,11 @@ class Policy:
         key = (client, tuple(ids))
         decision = self._decisions.get(key)
         if decision is None:
-            if len(self._decisions) >= MAX_DECISIONS:
-                self._decisions.clear()
-            decision = self._decisions[key] = self._decide(client, key[1])
+            decision = self._decide(client, key[1])
+            if sum(map(len, key[1])) <= MAX_REMEMBERED_IDS_LENGTH:
+                if len(self._decisions) >= MAX_DECISIONS:
+                    self._decisions.clear()
+                self._decisions[key] = decision
         return decision
 
     def _decide(self, client: str, ids: Sequence[str]) -> bool:

@@ -78,3 +78,12 @@ def test_remembered_decisions_are_evaluations_and_the_memo_is_bounded(monkeypatc
     fresh = [Policy(CLIENTS, POLICIES).allows(client, subject_ids(secret)) for client, secret in asks]
     assert first == again == fresh == [True, False, True, False]
     assert len(policy._decisions) <= 3
+
+
+def test_decisions_on_long_ids_are_not_remembered() -> None:
+    """Ids longer than the memo keeps are decided every time, and decided the same."""
+    policy = Policy(CLIENTS, POLICIES)
+    long_id = "prod/" + "x" * 3000
+    assert policy.allows("billing", subject_ids(long_id))
+    assert not policy.allows("web", subject_ids(long_id))
+    assert not policy._decisions
