@@ -22,7 +22,7 @@ Times are wall-clock seconds (``time.time``): they are shown to people.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,7 +36,7 @@ DEFAULT_MAX_SECRETS = 10_000
 INFERRED = "history"  # the ``how`` of a change inferred from ListSecretVersionIds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: thousands are kept (one per cached secret at least)
 class Change:
     """One observed change of ``AWSCURRENT``."""
 
@@ -58,7 +58,8 @@ class RotationHistory:
     ) -> None:
         self._per_secret = per_secret
         self._max_secrets = max_secrets
-        self._changes: OrderedDict[str, deque[Change]] = OrderedDict()
+        # Lists, not bounded deques: a deque allocates a 64-slot block even for the one change most secrets have.
+        self._changes: OrderedDict[str, list[Change]] = OrderedDict()
 
     def __contains__(self, arn: str) -> bool:
         return arn in self._changes
@@ -95,7 +96,7 @@ class RotationHistory:
         """
         changes = self._changes.get(arn)
         if changes is None:
-            changes = self._changes[arn] = deque(maxlen=self._per_secret)
+            changes = self._changes[arn] = []
             while len(self._changes) > self._max_secrets:
                 self._changes.popitem(last=False)
         if change.how == INFERRED:
@@ -111,7 +112,7 @@ class RotationHistory:
                 change.previous_version_id,
             ):
                 return False
-        if len(changes) == changes.maxlen:
+        if len(changes) >= self._per_secret:
             # Keep the newest: drop the oldest by seen_at, whatever order they arrived in.
             oldest = min(changes, key=lambda known: known.seen_at)
             if oldest.seen_at > change.seen_at:

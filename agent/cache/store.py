@@ -66,7 +66,7 @@ MIN_FAILURE_RECORDS = 1000
 Flight = tuple[str, ...]
 
 
-@dataclass
+@dataclass(slots=True)  # one per cached version
 class Entry:
     """A cached version, when upstream last vouched for it, and a recorded hard failure."""
 

@@ -59,6 +59,7 @@ class RotationWatch:
         stale_after_seconds: float | None,
         seed_history: bool = True,
         seed_spacing_seconds: float = 0.0,
+        on_seeded: Callable[[], object] | None = None,
         history_per_secret: int = 50,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -70,6 +71,7 @@ class RotationWatch:
         self._stale_after = stale_after_seconds
         self._seed_history = seed_history
         self._seed_spacing = seed_spacing_seconds
+        self._on_seeded = on_seeded  # e.g. give the replies' freed heap pages back
         self._clock = clock
         self._wall = wall_clock
         self.history = RotationHistory(per_secret=history_per_secret)
@@ -107,6 +109,8 @@ class RotationWatch:
                     await self.seed(sorted(required()))
                 except Exception:  # a bug in the seed must not stop health watching: history only
                     log.exception("history_seed_crashed")
+                if self._on_seeded is not None:
+                    self._on_seeded()
             while True:
                 try:
                     await self.assess_all()

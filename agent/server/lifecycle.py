@@ -282,6 +282,8 @@ def make_watch(settings: Settings, cache: SecretCache, source: SecretSource, met
         seed_history=status.seed_history,
         # One agent's share of the API's quota (the [fleet] hint): seeding never throttles the account.
         seed_spacing_seconds=settings.fleet.size / (settings.fleet.quota_share * LIST_VERSIONS_QUOTA),
+        # A reply per prefetched secret was parsed and dropped: hand the freed pages back (about 1 MiB at 1000).
+        on_seeded=release_free_memory,
         history_per_secret=status.history_per_secret,
     )
     path = settings.audit.path

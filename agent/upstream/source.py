@@ -19,7 +19,7 @@ LIST_PAGE_SIZE = 100  # ListSecrets' documented maximum MaxResults
 NAME_FILTER_VALUES = 10  # ListSecrets accepts at most 10 values per filter
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per cached secret, kept for its life
 class SecretMeta:
     """What ListSecrets/DescribeSecret say about a secret, without its value."""
 
