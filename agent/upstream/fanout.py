@@ -49,6 +49,7 @@ metrics, translated errors).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import secrets
@@ -213,10 +214,11 @@ class FanoutQueue:
         """Create, protect and subscribe the queue; returns its URL. A queue left half-made is deleted."""
         self._bare = False
         now = str(int(self._clock()))
-        reply = await self._calls.call(
+        reply = await self._made(
             "CreateQueue",
             self._sqs.create_queue,
-            service=SQS,
+            SQS,
+            lambda reply: setattr(self, "queue_url", str(reply["QueueUrl"])),
             QueueName=self.name,
             Attributes={"MessageRetentionPeriod": str(RETENTION_SECONDS)},
             tags={
@@ -264,10 +266,11 @@ class FanoutQueue:
         attributes = {"RawMessageDelivery": "true"}
         if not self._bare:
             attributes |= {"FilterPolicyScope": "MessageBody", "FilterPolicy": wanted.policy}
-        subscribed = await self._calls.call(
+        subscribed = await self._made(
             "Subscribe",
             self._sns.subscribe,
-            service=SNS,
+            SNS,
+            lambda reply: setattr(self, "subscription_arn", str(reply["SubscriptionArn"])),
             TopicArn=self.topic_arn,
             Protocol="sqs",
             Endpoint=self.queue_arn,
@@ -275,6 +278,23 @@ class FanoutQueue:
             ReturnSubscriptionArn=True,
         )
         return str(subscribed["SubscriptionArn"])
+
+    async def _made(
+        self, operation: str, fn: Callable[..., Any], service: str, keep: Callable[[Any], None], **kwargs: Any
+    ) -> Any:
+        """A call that creates something upstream, whose answer reaches ``keep`` even if cancelled meanwhile.
+
+        Cancelled (shutdown during :meth:`open`), it still waits up to :data:`TEARDOWN_SECONDS` for the
+        answer, so :meth:`close` knows what was made and deletes it; then the cancellation goes on.
+        """
+        call = asyncio.ensure_future(self._calls.call(operation, fn, service=service, **kwargs))
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # Failed, or still out after the wait: nothing known to delete (sweep-queues finds it).
+            with contextlib.suppress(UpstreamError, TimeoutError, asyncio.CancelledError):
+                keep(await asyncio.wait_for(call, TEARDOWN_SECONDS))
+            raise
 
     async def open_with_retries(self) -> str:
         """:meth:`open` until it succeeds, backing off (full jitter) between tries."""

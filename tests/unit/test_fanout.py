@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -311,4 +313,41 @@ async def test_denied_subscribe_is_not_taken_for_a_filter_refusal() -> None:
         await fanout.open()
         assert sns.subscribed[0]["FilterPolicy"] == build_filter([secret("a")]).policy
     finally:
+        calls.close()
+
+
+class SlowSubscribeSns:
+    """Subscribe that takes effect upstream but answers only when released; Unsubscribe recorded."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.unsubscribed: list[str] = []
+
+    def subscribe(self, **_: Any) -> dict[str, str]:
+        self.started.set()
+        self.release.wait(10)
+        return {"SubscriptionArn": "arn:aws:sns:r:1:t:sub"}
+
+    def unsubscribe(self, SubscriptionArn: str) -> None:
+        self.unsubscribed.append(SubscriptionArn)
+
+
+async def test_cancelled_during_subscribe_removes_the_subscription() -> None:
+    """Shutdown while Subscribe is under way: the subscription it made is removed with the queue, not left behind."""
+    sns, sqs = SlowSubscribeSns(), DeletingSqs()
+    calls = UpstreamCalls(max_workers=2)
+    try:
+        fanout = FanoutQueue(sqs, sns, calls, "arn:aws:sns:r:1:t", lambda: [secret("a")], prefix="p-", name="q")
+        opening = asyncio.create_task(fanout.open())
+        assert await asyncio.to_thread(sns.started.wait, 10)
+        opening.cancel()
+        await asyncio.sleep(0)  # the cancellation reaches open() while Subscribe is still running
+        sns.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        assert sns.unsubscribed == ["arn:aws:sns:r:1:t:sub"] and sqs.deleted == ["https://sqs/q"]
+        assert fanout.subscription_arn is None and fanout.queue_url is None
+    finally:
+        sns.release.set()
         calls.close()
