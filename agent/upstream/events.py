@@ -46,6 +46,8 @@ RELEVANT_EVENTS = frozenset(
 ROTATION_FAILURES = frozenset({"RotationFailed", "RotationAbandoned"})
 MAX_MESSAGES = 10  # ReceiveMessage's maximum
 RECEIVE_BACKOFF_CAP_SECONDS = 60.0
+# SQS's codes for a queue that does not exist (deleted: by sweep-queues, say).
+QUEUE_GONE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NotFound"})
 # (secret reference, event name) → True when the agent caches that secret (and acted on it).
 SecretRefresher = Callable[[str, str], Awaitable[bool]]
 
@@ -110,7 +112,11 @@ class EventListener:
         self._metrics.event_messages.labels(outcome).inc()
 
     async def run(self) -> None:
-        """Poll until cancelled; back off (full jitter) while the queue cannot be read."""
+        """Poll until cancelled; back off (full jitter) while the queue cannot be read.
+
+        The agent's own queue (``owned``) found gone ends the run, so its owner
+        (:meth:`~agent.upstream.fanout.FanoutQueue.run`) can make a new one.
+        """
         backoff = Backoff(base=1.0, cap=RECEIVE_BACKOFF_CAP_SECONDS)
         log.info("events_listening", queue=self._queue_url)
         while True:
@@ -124,6 +130,9 @@ class EventListener:
                     WaitTimeSeconds=self._wait,
                 )
             except UpstreamError as exc:
+                if self._owned and exc.code in QUEUE_GONE_CODES:
+                    log.warning("events_queue_gone", queue=self._queue_url, error=exc.code)
+                    return
                 delay = backoff.next_delay()
                 log.warning("events_receive_failed", error=exc.code, reason=exc.message, retry_in=round(delay, 1))
                 await asyncio.sleep(delay)

@@ -379,9 +379,24 @@ class FanoutQueue:
                     log.warning("sns_heartbeat_failed", queue=self.name, error=exc.code)
 
     async def run(self, listen: Listen) -> None:
-        """Open the queue (retrying), then listen on it and maintain it until cancelled."""
-        url = await self.open_with_retries()
-        await asyncio.gather(listen(url), self.maintain())
+        """Open the queue (retrying), then listen on it and maintain it until cancelled.
+
+        ``listen`` returns when the queue is gone (deleted by ``sweep-queues`` while this agent's
+        heartbeats failed, say): its subscription is removed and a new queue is made.
+        """
+        while True:
+            url = await self.open_with_retries()
+            upkeep = asyncio.create_task(self.maintain(), name="sns-upkeep")
+            try:
+                await listen(url)
+            finally:
+                upkeep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await upkeep
+            log.warning("sns_queue_gone", queue=self.name)
+            await self.close()  # the subscription to the deleted queue (the queue itself: already gone)
+            if not self._fixed_name:
+                self.name = new_queue_name(self._prefix)
 
     # ------------------------------------------------------------------ stop
 

@@ -33,12 +33,13 @@ from typing import Any
 from agent.core.errors import SecretNotFound, UpstreamRejected
 from agent.core.log import get_logger
 from agent.upstream.calls import UpstreamCalls
+from agent.upstream.events import QUEUE_GONE_CODES
 from agent.upstream.fanout import HEARTBEAT_SECONDS, SNS, SQS, TAG_CREATED, TAG_HEARTBEAT, TAG_HOST, TAG_TOPIC
 
 log = get_logger("agent.upstream.sweep")
 
 DEFAULT_OLDER_THAN_SECONDS = 6 * HEARTBEAT_SECONDS  # six missed heartbeats
-GONE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NotFound"})
+GONE_CODES = QUEUE_GONE_CODES
 
 
 @dataclass

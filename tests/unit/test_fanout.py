@@ -351,3 +351,80 @@ async def test_cancelled_during_subscribe_removes_the_subscription() -> None:
     finally:
         sns.release.set()
         calls.close()
+
+
+class CountingSqs(DeletingSqs):
+    """FakeSqs whose queues are numbered (one URL per CreateQueue)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: list[str] = []
+
+    def create_queue(self, **kwargs: Any) -> dict[str, str]:
+        self.created.append(kwargs["QueueName"])
+        return {"QueueUrl": f"https://sqs/{len(self.created)}"}
+
+
+class RecordingSns:
+    def __init__(self) -> None:
+        self.unsubscribed: list[str] = []
+        self.count = 0
+
+    def subscribe(self, **_: Any) -> dict[str, str]:
+        self.count += 1
+        return {"SubscriptionArn": f"arn:aws:sns:r:1:t:sub-{self.count}"}
+
+    def unsubscribe(self, SubscriptionArn: str) -> None:
+        self.unsubscribed.append(SubscriptionArn)
+
+
+async def test_gone_queue_is_replaced() -> None:
+    """Its queue deleted under it (a sweep), the agent drops that subscription and listens on a new queue."""
+    sns, sqs = RecordingSns(), CountingSqs()
+    calls = UpstreamCalls(max_workers=1)
+    listened: list[str] = []
+    second = asyncio.Event()
+
+    async def listen(url: str) -> None:
+        listened.append(url)
+        if len(listened) == 1:
+            return  # the first queue is gone
+        second.set()
+        await asyncio.Event().wait()
+
+    try:
+        fanout = FanoutQueue(sqs, sns, calls, "arn:aws:sns:r:1:t", lambda: [secret("a")], prefix="p-")
+        running = asyncio.create_task(fanout.run(listen))
+        await asyncio.wait_for(second.wait(), 10)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert listened == ["https://sqs/1", "https://sqs/2"]
+        assert sns.unsubscribed == ["arn:aws:sns:r:1:t:sub-1"] and sqs.deleted == ["https://sqs/1"]
+        assert len(set(sqs.created)) == 2 and fanout.subscription_arn == "arn:aws:sns:r:1:t:sub-2"
+    finally:
+        calls.close()
+
+
+async def test_own_queue_gone_ends_the_listener() -> None:
+    """ReceiveMessage on the agent's own queue answering "does not exist" ends its listener."""
+    from agent.core.metrics import Metrics
+    from agent.upstream.events import EventListener
+
+    class GoneSqs:
+        def receive_message(self, **_: Any) -> None:
+            error = {"Error": {"Code": "AWS.SimpleQueueService.NonExistentQueue", "Message": "gone"}}
+            raise ClientError(error, "ReceiveMessage")  # type: ignore[arg-type]
+
+    calls = UpstreamCalls(max_workers=1)
+    try:
+
+        async def refresh(_ref: str, _event: str) -> bool:
+            return False
+
+        listener = EventListener(
+            GoneSqs(), calls, "https://sqs/q", refresh, metrics=Metrics(), wait_seconds=1, owned=True
+        )
+        await asyncio.wait_for(listener.run(), 10)
+    finally:
+        calls.close()
