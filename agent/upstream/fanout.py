@@ -31,6 +31,8 @@ CloudTrail events to one SNS topic, and every agent brings its own queue:
    queue and a subscription behind; ``secrets-agent sweep-queues``
    (:mod:`agent.upstream.sweep`) removes queues whose heartbeat is older than
    a threshold, and subscriptions whose queue is gone.
+   A running agent whose queue is deleted anyway (a sweep while its
+   heartbeats failed) unsubscribes from it and makes a new one (:meth:`FanoutQueue.run`).
 6. **Delete** on shutdown: unsubscribe, then delete the queue.
 
 Events that carry the secret only under ``additionalEventData`` (the
