@@ -492,3 +492,34 @@ async def test_repeated_request_on_one_connection_is_answered_each_time(pair: Pa
     assert [r[0] for r in replies] == [200, 200, 200] and state == ("open",)
     assert replies[0][2] == replies[1][2] == replies[2][2]
     assert await answered(agent) == before + 3
+
+
+async def test_repeated_bytes_after_token_rotation_are_refused(pair: Pair, secrets: Secrets, tmp_path: Path) -> None:
+    """The same bytes on one connection after a token rotation (SIGHUP's reload) are refused: identity is re-decided."""
+    agent = pair.fast
+    read = request("/v1/app/plain", token=READER)
+    await exchange(agent, one("warm", read))
+    reader, writer = await asyncio.open_connection(*agent.started.tcp)
+    collected = ResponseReader()
+
+    async def send() -> Response:
+        want = len(collected.done) + 1
+        writer.write(read)
+        await writer.drain()
+        while len(collected.done) < want:
+            data = await asyncio.wait_for(reader.read(65536), STEP_TIMEOUT)
+            assert data, "the agent closed the connection"
+            collected.parser.feed_data(data)
+        return collected.done[-1]
+
+    try:
+        before = await answered(agent)
+        assert (await send()).status == 200
+        assert await answered(agent) == before + 1  # the hot path's answer, so the next one takes its shortcut
+        write_token(tmp_path / "reader", "rotated-" + "e5" * 12)
+        agent.started.components.auth.reload()
+        refused = await send()
+        assert refused.status == 403 and b"plain-value" not in refused.body
+    finally:
+        writer.close()
+        await writer.wait_closed()
