@@ -13,8 +13,8 @@ import boto3
 
 from agent.dev.emulator import MotoServer, free_port
 from agent.upstream.fanout import NOTHING_CACHED, RETENTION_SECONDS, TAG_CREATED, TAG_HEARTBEAT, TAG_HOST, TAG_TOPIC
-from tests.integration.test_freshness import eventbridge_message, wait_for_value
 from tests.support.agent import REGION, AgentFactory, AgentProcess, run_cli
+from tests.support.events import eventbridge_message, wait_for_value
 from tests.support.waiting import eventually
 
 PREFIX = "secrets-agent-"

@@ -11,25 +11,11 @@ import boto3
 
 from agent.dev.emulator import MotoServer
 from tests.support.agent import REGION, AgentFactory, AgentHandle, Reply
+from tests.support.events import eventbridge_message, wait_for_value
 from tests.support.faultproxy import FaultProxy
 from tests.support.waiting import eventually
 
 VALUE_READS = ("GetSecretValue", "BatchGetSecretValue")
-
-
-async def wait_for_value(agent: AgentHandle, path: str, expected: str, timeout: float) -> float:
-    """Poll the agent until ``path`` returns ``expected``; return the seconds it took."""
-    started = time.monotonic()
-    last: list[str] = []
-
-    async def served() -> bool:
-        reply = await agent.get(path)
-        assert reply.status == 200, reply.text
-        last[:] = [reply.text]
-        return reply.text == expected
-
-    await eventually(served, timeout=timeout, interval=0.1, message=lambda: f"{path} to become {expected!r} ({last})")
-    return time.monotonic() - started
 
 
 async def test_put_secret_value_picked_up_by_polling(sm: Any, proxy: FaultProxy, run_agent: AgentFactory) -> None:
@@ -113,28 +99,6 @@ async def test_ttl_mode_revalidates_on_read(sm: Any, proxy: FaultProxy, run_agen
 
         await eventually(changed, message="the revalidation to install the new value")
         assert proxy.calls["GetSecretValue"] == 1
-
-
-def eventbridge_message(event_name: str, arn: str, *, arn_key: str = "aRN", secret_id: str | None = None) -> str:
-    """An EventBridge 'AWS API Call via CloudTrail' event for Secrets Manager, as SQS delivers it."""
-    return json.dumps(
-        {
-            "version": "0",
-            "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
-            "detail-type": "AWS API Call via CloudTrail",
-            "source": "aws.secretsmanager",
-            "account": "123456789012",
-            "time": "2026-11-29T12:00:00Z",
-            "region": REGION,
-            "resources": [],
-            "detail": {
-                "eventSource": "secretsmanager.amazonaws.com",
-                "eventName": event_name,
-                "requestParameters": {"secretId": secret_id or arn},
-                "responseElements": {arn_key: arn},
-            },
-        }
-    )
 
 
 async def test_event_refreshes_at_once(sm: Any, moto: MotoServer, run_agent: AgentFactory) -> None:

@@ -10,6 +10,7 @@ import boto3
 
 from agent.dev.emulator import MotoServer
 from tests.support.agent import REGION, TOKEN, AgentFactory, AgentHandle
+from tests.support.events import service_event
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.waiting import eventually
 
@@ -207,7 +208,7 @@ async def test_failed_by_rotation_failed_event(sm: Any, moto: MotoServer, run_ag
         **FAST,
     ) as agent:
         await agent.wait_ready()
-        sqs.send_message(QueueUrl=queue, MessageBody=rotation_failed_event(arn))
+        sqs.send_message(QueueUrl=queue, MessageBody=service_event("RotationFailed", arn))
         entry = await wait_health(agent, "st/event", "failed")
         assert "failed" in entry["health_reason"]
         assert await agent.metric("secrets_agent_secrets", health="failed") == 1
@@ -267,24 +268,3 @@ async def test_history_survives_restart(sm: Any, proxy: FaultProxy, run_agent: A
 
         history = await eventually(merged, timeout=5, interval=0.1, message="history seeded and restored")
         assert [(h["version_id"], h["how"]) for h in history] == [(second, "poll"), (first, "history")]
-
-
-def rotation_failed_event(arn: str) -> str:
-    """A Secrets Manager RotationFailed event (AWS Service Event via CloudTrail), as SQS delivers it."""
-    return json.dumps(
-        {
-            "version": "0",
-            "id": "1c0b3d0e-52b9-4a4c-9c1d-7b2f3a1d6e11",
-            "detail-type": "AWS Service Event via CloudTrail",
-            "source": "aws.secretsmanager",
-            "account": "123456789012",
-            "time": "2026-11-30T12:00:00Z",
-            "region": REGION,
-            "resources": [],
-            "detail": {
-                "eventSource": "secretsmanager.amazonaws.com",
-                "eventName": "RotationFailed",
-                "additionalEventData": {"SecretId": arn},
-            },
-        }
-    )
