@@ -38,7 +38,7 @@ from agent.core.errors import UpstreamError, UpstreamThrottled
 from agent.core.log import get_logger
 from agent.core.metrics import Metrics
 from agent.core.types import AWSCURRENT, AWSPENDING
-from agent.upstream.source import SecretSource, VersionInfo
+from agent.upstream.source import SecretMeta, SecretSource, VersionInfo
 
 log = get_logger("agent.cache.watch")
 
@@ -164,6 +164,13 @@ class RotationWatch:
         self.health.publish()
         self._forget_pending(pending)
 
+    def last_changed(self, arn: str, meta: SecretMeta | None) -> float | None:
+        """When AWSCURRENT last moved: the latest change the history holds, or upstream's LastRotatedDate if later."""
+        seen = self.history.last_changed(arn)
+        if meta is not None and meta.last_rotated is not None:
+            return max(seen or 0.0, meta.last_rotated)
+        return seen
+
     async def _assess(self, arn: str, now: float, mono: float) -> list[str]:
         """Assess one secret; returns its versions labelled AWSPENDING (and not AWSCURRENT)."""
         held = self._cache.metadata.get(arn)
@@ -173,17 +180,14 @@ class RotationWatch:
             for version, stages in meta.versions_to_stages.items():
                 if AWSPENDING in stages and AWSCURRENT not in stages:
                     pending[version] = self._pending_created(arn, version, now)
-        seen = last_changed = self.history.last_changed(arn)
-        if meta is not None and meta.last_rotated is not None:
-            last_changed = max(last_changed or 0.0, meta.last_rotated)
         signals = Signals(
             meta=meta,
-            last_changed=last_changed,
+            last_changed=self.last_changed(arn, meta),
             failed_event_at=self._failed_events.get(arn),
             pending_created=pending,
             stale=await self.is_stale(arn, mono),
             deleted=await self._deleted(arn),
-            current_seen_at=seen,
+            current_seen_at=self.history.last_changed(arn),
         )
         health, reason = assess(signals, now, self._grace)
         self.health.update(arn, self._cache.name_of(arn) or arn, health, reason, now)

@@ -101,9 +101,7 @@ async def _secret(parts: Components, client: str, arn: str, wall: float, mono: f
     age = mono - current.confirmed_at if current is not None else None
     version_id = current.value.version_id if current is not None else None
     history = watch.history.changes(arn)
-    last_changed = history[0].seen_at if history else None
-    if meta is not None and meta.last_rotated is not None:
-        last_changed = max(last_changed or 0.0, meta.last_rotated)
+    last_changed = watch.last_changed(arn, meta)
     health = watch.health.health(arn)
     return {
         "name": name,
