@@ -82,7 +82,6 @@ ACCOUNT_QUOTAS: Mapping[str, float] = {
 }
 # ListSecretVersionIds (rotation history, agent/cache/watch.py) is not in AWS's published table;
 # planned as a control-plane API at the 50/s those have, which is the cautious reading.
-LIST_SECRET_VERSION_IDS = "ListSecretVersionIds"
 LIST_VERSIONS_QUOTA = 50.0
 DEFAULT_FLEET_SIZE = 1
 # Half of each quota: the rest is for everything else in the account (applications' own SDK

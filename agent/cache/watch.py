@@ -32,7 +32,7 @@ from typing import Any
 from agent.cache.health import HealthBook, Signals, assess
 from agent.cache.history import Change, RotationHistory
 from agent.cache.rotations import Rotation
-from agent.cache.store import STAGE_CURRENT, SecretCache
+from agent.cache.store import STAGE_CURRENT, Entry, SecretCache
 from agent.cache.usage import ReadUsage
 from agent.core.errors import UpstreamError, UpstreamThrottled
 from agent.core.log import get_logger
@@ -78,7 +78,7 @@ class RotationWatch:
         self.usage = ReadUsage(self.history, wall_clock=wall_clock)
         self.health = HealthBook(lambda state, count: metrics.secret_health.labels(state).set(count))
         self._failed_events: dict[str, float] = {}  # ARN → when a RotationFailed/Abandoned event came
-        # (ARN, pending version) → its CreatedDate (or first seen, until known); None: lookup running.
+        # (ARN, pending version) → its CreatedDate (or first seen, until known).
         self._pending: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._asked: set[tuple[str, str]] = set()
         self._lookups: set[asyncio.Task[Any]] = set()
@@ -180,34 +180,25 @@ class RotationWatch:
             for version, stages in meta.versions_to_stages.items():
                 if AWSPENDING in stages and AWSCURRENT not in stages:
                     pending[version] = self._pending_created(arn, version, now)
+        entry = await self._cache.peek(arn, STAGE_CURRENT)
         signals = Signals(
             meta=meta,
             last_changed=self.last_changed(arn, meta),
             failed_event_at=self._failed_events.get(arn),
             pending_created=pending,
-            stale=await self.is_stale(arn, mono),
-            deleted=await self._deleted(arn),
+            stale=self._stale(arn, entry, mono),
+            deleted=_deleted(entry),
             current_seen_at=self.history.last_changed(arn),
         )
         health, reason = assess(signals, now, self._grace)
         self.health.update(arn, self._cache.name_of(arn) or arn, health, reason, now)
         return list(pending)
 
-    async def is_stale(self, arn: str, mono: float | None = None) -> bool:
+    def _stale(self, arn: str, entry: Entry | None, mono: float) -> bool:
         """Served past an upstream failure: a stale read since the last confirmation, or unconfirmed too long."""
         if arn in self._cache.serving_stale:
             return True
-        if self._stale_after is None:
-            return False
-        entry = await self._cache.peek(arn, STAGE_CURRENT)
-        now = self._clock() if mono is None else mono
-        return entry is not None and now - entry.confirmed_at > self._stale_after
-
-    async def _deleted(self, arn: str) -> bool:
-        """Upstream said so: the entry carries ResourceNotFound, or the marked-for-deletion refusal."""
-        entry = await self._cache.peek(arn, STAGE_CURRENT)
-        error = entry.error if entry is not None else None
-        return error is not None and (error.code == "ResourceNotFoundException" or "deletion" in error.message)
+        return self._stale_after is not None and entry is not None and mono - entry.confirmed_at > self._stale_after
 
     def _pending_created(self, arn: str, version: str, now: float) -> float:
         key = (arn, version)
@@ -234,3 +225,9 @@ class RotationWatch:
         for key in [key for key in self._pending if key not in pending]:
             del self._pending[key]
         self._asked &= pending
+
+
+def _deleted(entry: Entry | None) -> bool:
+    """Upstream said so: the entry carries ResourceNotFound, or the marked-for-deletion refusal."""
+    error = entry.error if entry is not None else None
+    return error is not None and (error.code == "ResourceNotFoundException" or "deletion" in error.message)

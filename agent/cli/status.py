@@ -25,12 +25,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TextIO
 
+from agent.cache.health import SEVERITY
 from agent.cli.exit_codes import EXIT_OK, EXIT_UNHEALTHY
 from agent.core.errors import ReadDenied, ReadFailed
 from agent.delivery.client import AgentClient
 
 UNHEALTHY = frozenset({"overdue", "failed", "stale"})
-HEALTH_ORDER = {"failed": 0, "overdue": 1, "stale": 2, "deleted": 3, "ok": 4}
 STRIP_WIDTH = 48  # half an hour per character over 24 hours
 STRIP_SECONDS = 24 * 3600.0
 SPAN_CHARS = {"stale": "~", "failed": "!", "overdue": ">", "deleted": "x"}
@@ -176,7 +176,9 @@ def _header(status: dict[str, Any], now: float, colour: bool) -> str:
 def render(status: dict[str, Any], *, colour: bool = False) -> str:
     """The whole screen for one ``/status`` answer: header, table with timelines, legend."""
     now = _time(status.get("agent", {}).get("now")) or time.time()
-    secrets = sorted(status.get("secrets", []), key=lambda s: (HEALTH_ORDER.get(s.get("health"), 5), s.get("name")))
+    secrets = sorted(
+        status.get("secrets", []), key=lambda s: (SEVERITY.get(s.get("health"), len(SEVERITY)), s.get("name"))
+    )
     titles = ("SECRET", "HEALTH", "VERSION", "CHANGED", "ROTATION", "STALE", "READS 1H/24H", "OLD VERSION READERS")
     rows = [
         (

@@ -55,7 +55,6 @@ class Components:
     roles: RoleRegistry | None = None  # roleArn reads; None: refused
     # Request accounting (log lines, summaries, request metrics); None: made by create_app, one line per request.
     request_log: RequestLog | None = None
-    fast_path: bool = True  # server.fast_path: fresh cache hits answered below aiohttp (agent.server.fastpath)
     # Set once prefetch and the first template render are done (readiness, READY=1).
     started: asyncio.Event = field(default_factory=asyncio.Event)
     upstream: UpstreamHealth = field(default_factory=UpstreamHealth)

@@ -195,7 +195,6 @@ def build_components(
         ),
         body_timeout_seconds=settings.server.body_timeout_seconds,
         path_prefix=settings.server.path_prefix,
-        fast_path=settings.server.fast_path,
         request_log=RequestLog(metrics, summary_interval_seconds=settings.log.summary_interval_seconds),
         allowed_hosts=allowed_hosts(settings),
         audit=audit,

@@ -55,11 +55,8 @@ async def build_status(parts: Components, client: str, *, now: float | None = No
     counts = parts.metrics.lookup_counts
     hits = counts.get("hit", 0) + counts.get("revalidating", 0) + counts.get("stale", 0)
     misses = sum(counts.values()) - hits
-    secrets = [
-        entry
-        for arn in parts.cache.arns()
-        if (entry := await _secret(parts, client, arn, wall, time.monotonic())) is not None
-    ]
+    arns, mono = parts.cache.arns(), time.monotonic()  # one "now" for every age in the document
+    secrets = [entry for arn in arns if (entry := await _secret(parts, client, arn, wall, mono)) is not None]
     secrets.sort(key=lambda entry: (SEVERITY.get(entry["health"], 9), entry["name"]))
     return {
         "agent": {
@@ -78,7 +75,7 @@ async def build_status(parts: Components, client: str, *, now: float | None = No
             "last_error": upstream.last_error,
         },
         "cache": {
-            "secrets": len(parts.cache.arns()),
+            "secrets": len(arns),
             "entries": len(parts.cache),
             "max_entries": parts.cache.max_entries,
             "hits": hits,

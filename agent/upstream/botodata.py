@@ -34,7 +34,7 @@ import botocore.session
 
 # Secrets Manager, Parameter Store and SQS (events) are what the agent reads; STS checks and assumes
 # roles; SSO, SSO-OIDC and sign-in are what botocore's credential chain may call for a profile.
-SERVICES = frozenset({"secretsmanager", "ssm", "sqs", "sts", "sso", "sso-oidc", "signin"})
+SERVICES = frozenset({"secretsmanager", "ssm", "sqs", "sns", "sts", "sso", "sso-oidc", "signin"})
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder(object_pairs_hook=OrderedDict)  # botocore parses its data into OrderedDicts too
