@@ -149,9 +149,13 @@ async def test_attempts_capped_while_throttled(sm: Any, proxy: FaultProxy, run_a
     attempts = [t - started for t, op in proxy.times if op in SM_OPERATIONS and started <= t <= stopped]
     # 429 when the throttling answer arrives in time; 504 when pacing holds a call past the read deadline.
     assert statuses and set(statuses) <= {429, 504}
-    # From one second in, no second holds more than 5 attempts; before that, the attempts
-    # already in flight when the first throttle came back (at most the 10 pool workers).
-    windows = [sum(1 for t in attempts if w <= t < w + 1.0) for w in attempts if w >= 1.0]
-    assert max(windows, default=0) <= 5, " ".join(f"{t:.2f}" for t in attempts)
+    # The strict property (no one-second window above 5) is proven with a fake clock in
+    # tests/unit/test_throttle_events.py. Here the proxy stamps requests on this test's event
+    # loop, which a loaded CI machine can stall for a few hundred ms (a stall stamps several
+    # attempts with one time), so per-window counts would be a timing assert. The rate over the
+    # whole window is not: the attempts in flight when the first throttle came back (at most the
+    # 10 pool workers), then about 5 a second. Unpaced, ten readers make hundreds.
     duration = max(attempts) if attempts else 0.0
-    assert len(attempts) <= 10 + 5 * duration + 1, (len(attempts), duration)
+    trace = " ".join(f"{t:.2f}" for t in attempts)
+    assert len(attempts) <= 10 + 5 * duration + 5, (len(attempts), duration, trace)
+    assert len(attempts) >= 10, trace  # the readers did reach upstream: the bound above is not vacuous
