@@ -16,6 +16,7 @@ empty keeps its last good token.
 from __future__ import annotations
 
 import hmac
+import math
 import os
 import socket
 import struct
@@ -31,6 +32,8 @@ from agent.core.log import get_logger
 log = get_logger("agent.access.identity")
 
 FILE_CHECK_INTERVAL_SECONDS = 1.0
+# (token epoch, when a token file is next due for a look): see Authenticator.settled.
+Settled = tuple[int, float]
 _PEERCRED = struct.Struct("3i")
 
 
@@ -59,9 +62,10 @@ def peer_credentials(transport: Any) -> Peer | None:
 class TokenSource:
     """The current value of one token: fixed (env) or a file watched for changes."""
 
-    def __init__(self, ref: TokenRef, clock: Callable[[], float]) -> None:
+    def __init__(self, ref: TokenRef, clock: Callable[[], float], on_change: Callable[[], None] = lambda: None) -> None:
         self._ref = ref
         self._clock = clock
+        self._on_change = on_change
         self._token = (ref.value or "").encode() if ref.kind == "env" else b""
         self._sig: tuple[int, int] | None = None
         self._next_check = 0.0
@@ -89,8 +93,15 @@ class TokenSource:
             return
         if self._token and token != self._token:
             log.info("token_file_reloaded", path=path)
+        if token != self._token:
+            self._on_change()
         self._token = token
         self._sig = sig
+
+    @property
+    def next_check(self) -> float:
+        """When :meth:`current` will next look at the file (infinity for a fixed token)."""
+        return self._next_check if self._ref.kind == "file" else math.inf
 
     def current(self) -> bytes:
         """The token now, re-checking a file at most once a second."""
@@ -121,12 +132,14 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._headers = settings.headers
+        self._clock = clock
+        self._epoch = 0  # moves whenever any token changes
         self._tokens: list[tuple[str, TokenSource]] = []
         if settings.token is not None:
-            self._tokens.append((DEFAULT_CLIENT, TokenSource(settings.token, clock)))
+            self._tokens.append((DEFAULT_CLIENT, TokenSource(settings.token, clock, self._token_changed)))
         for client in clients:
             if client.token is not None:
-                self._tokens.append((client.name, TokenSource(client.token, clock)))
+                self._tokens.append((client.name, TokenSource(client.token, clock, self._token_changed)))
         self._by_name = dict(self._tokens)
         self._by_token = {name: Identification(name, "token") for name, _source in self._tokens}  # made once
         self._by_uid = {c.uid: c.name for c in clients if c.uid is not None}
@@ -147,6 +160,18 @@ class Authenticator:
         """Re-read every token file now (SIGHUP)."""
         for _name, source in self._tokens:
             source.reload(force=True)
+
+    def _token_changed(self) -> None:
+        self._epoch += 1
+
+    def settled(self) -> Settled:
+        """What :meth:`identify` rests on now: it answers the same input the same while :meth:`holds` says so."""
+        return self._epoch, min((source.next_check for _name, source in self._tokens), default=math.inf)
+
+    def holds(self, settled: Settled) -> bool:
+        """True while no token changed since ``settled`` and no token file is due for a look."""
+        epoch, until = settled
+        return epoch == self._epoch and (until == math.inf or self._clock() < until)
 
     def identify(self, headers: Mapping[str, str], peer: Peer | None = None) -> Identification:
         """Recognise the caller by token first, then (Unix socket) by uid, then gid."""

@@ -33,6 +33,8 @@ from agent.upstream.source import VersionInfo
 # Changes kept per secret, and secrets kept: bounded whatever the agent runs for.
 DEFAULT_PER_SECRET = 50
 DEFAULT_MAX_SECRETS = 10_000
+# superseded_at answers remembered (readers of that many versions at once before it starts over).
+SUPERSEDED_MEMO = 10_000
 INFERRED = "history"  # the ``how`` of a change inferred from ListSecretVersionIds
 
 
@@ -60,6 +62,8 @@ class RotationHistory:
         self._max_secrets = max_secrets
         # Lists, not bounded deques: a deque allocates a 64-slot block even for the one change most secrets have.
         self._changes: OrderedDict[str, list[Change]] = OrderedDict()
+        # superseded_at answers, asked on every read: (ARN, version id) → answer, dropped on any change.
+        self._superseded: dict[tuple[str, str], float | None] = {}
 
     def __contains__(self, arn: str) -> bool:
         return arn in self._changes
@@ -75,6 +79,17 @@ class RotationHistory:
 
     def superseded_at(self, arn: str, version_id: str) -> float | None:
         """When ``version_id`` last stopped being current; None if never replaced or current again (a rollback)."""
+        key = (arn, version_id)
+        try:
+            return self._superseded[key]
+        except KeyError:
+            pass
+        if len(self._superseded) >= SUPERSEDED_MEMO:
+            self._superseded.clear()
+        answer = self._superseded[key] = self._superseded_now(arn, version_id)
+        return answer
+
+    def _superseded_now(self, arn: str, version_id: str) -> float | None:
         changes = self._changes.get(arn)
         if not changes:  # asked on every read: most secrets have no recorded change
             return None
@@ -95,6 +110,7 @@ class RotationHistory:
         unless the newest change already says the same (one change reported twice).
         """
         changes = self._changes.get(arn)
+        self._superseded.clear()  # whatever follows may answer superseded_at differently
         if changes is None:
             changes = self._changes[arn] = []
             while len(self._changes) > self._max_secrets:

@@ -84,6 +84,22 @@ class Lookup:
     age: float
 
 
+@dataclass(slots=True, eq=False)
+class FreshHit:
+    """A plain hit :meth:`SecretCache.fresh` found: where it lives, to serve it again cheaply."""
+
+    secret_id: str  # as asked
+    arn: str
+    key: str
+    entry: Entry
+    expires: bool  # False for a version id: a version never changes, so it ages without expiring
+
+    @property
+    def value(self) -> SecretValue:
+        """The cached value."""
+        return self.entry.value
+
+
 def _key(arn: str, selector: Selector) -> str:
     return f"{arn}|{selector.cache_suffix}"
 
@@ -232,34 +248,46 @@ class SecretCache:
                 ages.append(now - entry.confirmed_at)
         return ages
 
-    def fresh(self, secret_id: str, selector: Selector) -> Lookup | None:
-        """The cached value when :meth:`get` would answer it as a plain ``hit``, else None; changes nothing.
+    def fresh(self, secret_id: str, selector: Selector) -> FreshHit | None:
+        """The cached entry when :meth:`get` would answer it as a plain ``hit``, else None; changes nothing.
 
         Synchronous, for the hot path (:mod:`agent.server.fastpath`): everything
         else (a miss, an entry to revalidate, a recorded failure, a version id
         answered from another entry) is left to :meth:`get`. A caller that serves
-        the value then calls :meth:`count_hit` so the LRU order and hit count
-        match what :meth:`get` would have done.
+        the value calls :meth:`count_hit` so the LRU order and hit count match
+        what :meth:`get` would have done; it may keep the hit and serve it again
+        for as long as :meth:`age_of` gives an age.
         """
         arn = self._aliases.get(secret_id) if self._ttl > 0 else None
         if arn is None:
             return None
+        key = _key(arn, selector)
         # aiocache's in-memory backend keeps values in a plain dict (no namespace, no serializer here).
-        entry: Entry | None = self._store._cache.get(_key(arn, selector))
-        if entry is None or entry.error is not None:
+        entry: Entry | None = self._store._cache.get(key)
+        if entry is None:
+            return None
+        hit = FreshHit(secret_id, arn, key, entry, expires=selector.version_id is None)
+        return hit if self.age_of(hit) is not None else None
+
+    def age_of(self, hit: FreshHit) -> float | None:
+        """Seconds since upstream vouched for ``hit`` while :meth:`fresh` would still find it, else None.
+
+        Any change the hit rests on ends it: the id now names another ARN, the
+        entry was replaced (a confirmation, a rotation, an eviction), a failure
+        was recorded on it, or (a stage) it aged past the TTL.
+        """
+        entry = hit.entry
+        if entry.error is not None or self._store._cache.get(hit.key) is not entry:
+            return None
+        if self._aliases.get(hit.secret_id) != hit.arn:
             return None
         age = self._clock() - entry.confirmed_at
-        if selector.version_id is None and age >= self._ttl:
-            return None
-        return Lookup(entry.value, "hit", age)
+        return None if hit.expires and age >= self._ttl else age
 
-    def count_hit(self, secret_id: str, selector: Selector) -> None:
+    def count_hit(self, hit: FreshHit) -> None:
         """Record a hit :meth:`fresh` found and the caller served (LRU order, the lookup observer)."""
-        arn = self._aliases.get(secret_id)
-        if arn is not None:
-            key = _key(arn, selector)
-            if key in self._lru:
-                self._lru.move_to_end(key)
+        if hit.key in self._lru:
+            self._lru.move_to_end(hit.key)
         self._observe("hit")
 
     async def get(self, secret_id: str, selector: Selector, *, refresh: bool = False) -> Lookup:

@@ -33,7 +33,12 @@ aiohttp's (the audit record, the read and request metrics, the request log
 line) and its response carries the same status, headers and body; the
 differential test (``tests/integration/test_fast_path.py``) pins that.
 
-The body of a cached version is rendered once (``SecretValue.wire_json``);
+Clients repeat themselves: a connection sending the same bytes as its last
+answered read is neither parsed nor decided again while what the decision
+rests on holds (a :class:`_Ticket`: the same caller identification, the same
+fresh cache entry; policies are fixed for the run). The audit trail's state
+and the rate limit are decided on every read, and every read is accounted in
+full. The body of a cached version is rendered once (``SecretValue.wire_json``);
 the head is assembled from constant pieces. ``[server] fast_path = false``
 turns the whole module off.
 """
@@ -42,6 +47,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -50,8 +56,10 @@ import httptools
 from aiohttp.http import SERVER_SOFTWARE
 
 from agent.access.audit import served
-from agent.access.identity import Peer, peer_credentials
+from agent.access.identity import Peer, Settled, peer_credentials
+from agent.cache.store import FreshHit, SecretCache
 from agent.core.errors import BadRequest
+from agent.core.types import Selector
 from agent.server.context import Components
 from agent.server.middleware import (
     ALWAYS_PUBLIC,
@@ -124,6 +132,27 @@ def render_hit(body: bytes, request_id: str, age: float) -> bytes:
     return _HIT % (int(age), request_id.encode(), len(body), _date()) + body
 
 
+@dataclass(slots=True)
+class _Ticket:
+    """A read decided in full for one connection's last request, served again while it holds.
+
+    It holds while the caller's identification would not change (the same
+    bytes, so the same headers and peer, and :meth:`Authenticator.holds
+    <agent.access.identity.Authenticator.holds>`) and the cache still finds the
+    same entry fresh (:meth:`SecretCache.age_of
+    <agent.cache.store.SecretCache.age_of>`); policies are fixed for the run.
+    """
+
+    route: str
+    client: str
+    secret_id: str
+    selector: Selector
+    request_id: str  # the caller's own X-Request-Id, or "" for one of ours per answer
+    cache: SecretCache
+    hit: FreshHit
+    settled: Settled
+
+
 class FastPath:
     """What every connection's hot path shares: the components and what is derived from them once."""
 
@@ -162,6 +191,7 @@ class FastConnection:
         # The last chunk parsed as a plain request, and its target (self._headers are its headers).
         self._last = b""
         self._target = ""
+        self._ticket: _Ticket | None = None  # the read decided for self._last, while it holds
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -192,9 +222,20 @@ class FastConnection:
             return False
         # Clients repeat themselves: the same bytes as the last plain request parse the same (and
         # leave the parser as it was, between requests), so only the decisions below are taken again.
-        if data != self._last and not self._parse(data):
-            return False
-        response = self._answer(self._target)
+        ticket = self._ticket
+        if (
+            data == self._last
+            and ticket is not None
+            and self._fast.parts.auth.holds(ticket.settled)
+            and (age := ticket.cache.age_of(ticket.hit)) is not None
+        ):
+            # The same read as last time, the caller still who it was and the entry still fresh:
+            # only what can change between two reads (the audit trail, the rate limit) is decided again.
+            response = self._serve(ticket, age, time.perf_counter())
+        else:
+            if data != self._last and not self._parse(data):
+                return False
+            response = self._answer(self._target)
         if response is None:
             return False
         self._transport.write(response)
@@ -206,7 +247,7 @@ class FastConnection:
 
     def _parse(self, data: bytes) -> bool:
         """Parse ``data``: True when it is exactly one plain request (its target and headers kept)."""
-        self._last = b""
+        self._last, self._ticket = b"", None
         if (
             len(data) > MAX_REQUEST
             or not data.startswith(b"GET /")
@@ -273,42 +314,55 @@ class FastConnection:
             return None
         if not secret_id:
             return None
-        client = parts.auth.identify(self._headers, self._peer).client
+        auth = parts.auth
+        client = auth.identify(self._headers, self._peer).client
         if client is None:
             return None
+        found = parts.reader.cached(client, secret_id, selector)
+        if found is None:
+            return None
+        cache, hit = found
+        age = cache.age_of(hit)
+        if age is None:
+            return None
+        ticket = _Ticket(route, client, secret_id, selector, request_id, cache, hit, auth.settled())
+        self._ticket = ticket
+        return self._serve(ticket, age, started)
+
+    def _serve(self, ticket: _Ticket, age: float, started: float) -> bytes | None:
+        """The response to the read ``ticket`` decided (its hit ``age`` seconds old); None: nothing done, hand off."""
+        parts = self._fast.parts
         audit = parts.audit
         if audit.enabled and audit.refuses_reads:
             return None
-        lookup = parts.reader.cached(client, secret_id, selector)
-        if lookup is None:
-            return None
         # From here the read is the hot path's: the first step with an effect (a rate token taken)
         # is the last that can decline it (declined, it took nothing and aiohttp decides again).
+        client = ticket.client
         if not parts.rates.allow(client):
             return None
-        parts.reader.served(client, secret_id, selector, lookup)
-        request_id = request_id or next_request_id()
-        body = lookup.value.wire_json
+        parts.reader.served(client, ticket.cache, ticket.hit)
+        request_id = ticket.request_id or next_request_id()
+        value = ticket.hit.entry.value
         if audit.enabled:
             refusal = audit_read(
                 audit,
                 client=client,
                 listener=self._listener,
-                secret_id=secret_id,
+                secret_id=ticket.secret_id,
                 request_id=request_id,
                 status=200,
                 peer=self._peer,
                 decision="allow",
                 cache="hit",
-                served=[served(lookup.value, selector)],
+                served=[served(value, ticket.selector)],
             )
             if refusal is not None:
                 response = render(refusal.status, "application/json", error_body(refusal), request_id)
                 return self._account(
-                    route, client, refusal.status, request_id, started, secret_id, refusal.code, response
+                    ticket.route, client, refusal.status, request_id, started, ticket.secret_id, refusal.code, response
                 )
-        response = render_hit(body, request_id, lookup.age)
-        return self._account(route, client, 200, request_id, started, secret_id, None, response)
+        response = render_hit(value.wire_json, request_id, age)
+        return self._account(ticket.route, client, 200, request_id, started, ticket.secret_id, None, response)
 
     def _account(
         self,

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agent.access.policy import Policy, canonical_ids, subject_ids
-from agent.cache.store import Lookup, SecretCache
+from agent.cache.store import FreshHit, Lookup, SecretCache
 from agent.cache.usage import ReadUsage
 from agent.core.errors import Forbidden
 from agent.core.metrics import Metrics
@@ -83,26 +83,31 @@ class SecretReader:
         if not self.may_read(client, arn=arn, name=name):
             raise self._deny(client, arn)
 
-    def cached(self, client: str, secret_id: str, selector: Selector) -> Lookup | None:
-        """A fresh cache hit ``client`` may read, decided as :meth:`read` decides; None for anything else.
+    def cached(self, client: str, secret_id: str, selector: Selector) -> tuple[SecretCache, FreshHit] | None:
+        """A fresh cache hit ``client`` may read (and its cache), decided as :meth:`read` decides; else None.
 
-        Nothing is counted or changed: the hot path calls :meth:`served` once it
-        answers with the value, and leaves every other case to :meth:`read`.
+        Nothing is counted or changed: the hot path calls :meth:`served` each
+        time it answers with the value, and leaves every other case to
+        :meth:`read`. The decision holds for as long as the cache's
+        :meth:`~agent.cache.store.SecretCache.age_of` gives the hit an age:
+        policies are fixed, and what they are decided on (the secret's ARN and
+        name) lives in the entry the hit holds.
         """
         if not self.permits(client, secret_id):
             return None
         cache = self.caches.peek_for_id(secret_id)
-        lookup = cache.fresh(secret_id, selector) if cache is not None else None
-        if lookup is None or not self.may_read(client, arn=lookup.value.arn, name=lookup.value.name):
+        hit = cache.fresh(secret_id, selector) if cache is not None else None
+        if hit is None or not self.may_read(client, arn=hit.arn, name=hit.value.name):
             return None
-        return lookup
+        assert cache is not None
+        return cache, hit
 
-    def served(self, client: str, secret_id: str, selector: Selector, lookup: Lookup) -> None:
+    def served(self, client: str, cache: SecretCache, hit: FreshHit) -> None:
         """Count a read :meth:`cached` found and the hot path answered, as :meth:`read` counts it."""
-        cache = self.caches.peek_for_id(secret_id)
-        if cache is not None:
-            cache.count_hit(secret_id, selector)
-        self._noted_allow(client, lookup)
+        cache.count_hit(hit)
+        self._metrics.observe_read(client, "allow")
+        if self._usage is not None:
+            self._usage.note(hit.arn, client, hit.entry.value.version_id, allowed=True)
 
     def _noted_allow(self, client: str, lookup: Lookup) -> None:
         self._metrics.observe_read(client, "allow")

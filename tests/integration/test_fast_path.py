@@ -20,7 +20,7 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -494,32 +494,84 @@ async def test_repeated_request_on_one_connection_is_answered_each_time(pair: Pa
     assert await answered(agent) == before + 3
 
 
+class KeptConnection:
+    """One keep-alive TCP connection to an agent, answering one request at a time."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+        self._collected = ResponseReader()
+
+    @classmethod
+    @asynccontextmanager
+    async def to(cls, agent: AgentHandle) -> AsyncIterator[KeptConnection]:
+        reader, writer = await asyncio.open_connection(*agent.started.tcp)
+        try:
+            yield cls(reader, writer)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    async def send(self, data: bytes) -> Response:
+        want = len(self._collected.done) + 1
+        self._writer.write(data)
+        await self._writer.drain()
+        while len(self._collected.done) < want:
+            chunk = await asyncio.wait_for(self._reader.read(65536), STEP_TIMEOUT)
+            assert chunk, "the agent closed the connection"
+            self._collected.parser.feed_data(chunk)
+        return self._collected.done[-1]
+
+
 async def test_repeated_bytes_after_token_rotation_are_refused(pair: Pair, secrets: Secrets, tmp_path: Path) -> None:
     """The same bytes on one connection after a token rotation (SIGHUP's reload) are refused: identity is re-decided."""
     agent = pair.fast
     read = request("/v1/app/plain", token=READER)
     await exchange(agent, one("warm", read))
-    reader, writer = await asyncio.open_connection(*agent.started.tcp)
-    collected = ResponseReader()
-
-    async def send() -> Response:
-        want = len(collected.done) + 1
-        writer.write(read)
-        await writer.drain()
-        while len(collected.done) < want:
-            data = await asyncio.wait_for(reader.read(65536), STEP_TIMEOUT)
-            assert data, "the agent closed the connection"
-            collected.parser.feed_data(data)
-        return collected.done[-1]
-
-    try:
+    async with KeptConnection.to(agent) as conn:
         before = await answered(agent)
-        assert (await send()).status == 200
+        assert (await conn.send(read)).status == 200
         assert await answered(agent) == before + 1  # the hot path's answer, so the next one takes its shortcut
         write_token(tmp_path / "reader", "rotated-" + "e5" * 12)
         agent.started.components.auth.reload()
-        refused = await send()
+        refused = await conn.send(read)
         assert refused.status == 403 and b"plain-value" not in refused.body
-    finally:
-        writer.close()
-        await writer.wait_closed()
+
+
+async def test_repeated_bytes_after_a_token_file_changes_are_refused(
+    pair: Pair, secrets: Secrets, tmp_path: Path
+) -> None:
+    """Without SIGHUP, the token file's own check (once a second) ends a kept connection's shortcut too."""
+    agent = pair.fast
+    read = request("/v1/app/plain", token=READER)
+    await exchange(agent, one("warm", read))
+    async with KeptConnection.to(agent) as conn:
+        before = await answered(agent)
+        assert (await conn.send(read)).status == 200
+        assert await answered(agent) == before + 1
+        write_token(tmp_path / "reader", "rotated-" + "f6" * 12)
+        statuses = []
+        for _ in range(100):  # the file is looked at within a second or so; the same bytes, again and again
+            reply = await conn.send(read)
+            statuses.append(reply.status)
+            if reply.status != 200:
+                break
+            await asyncio.sleep(0.05)
+        assert statuses[-1] == 403, statuses
+        assert set(statuses[:-1]) <= {200}
+
+
+async def test_repeated_bytes_after_a_rotation_get_the_new_value(pair: Pair, secrets: Secrets, sm: Any) -> None:
+    """A kept connection's repeated read serves the new version once the cache holds it (the entry is re-decided)."""
+    agent = pair.fast
+    read = request("/v1/app/plain")
+    await exchange(agent, one("warm", read))
+    async with KeptConnection.to(agent) as conn:
+        first = await conn.send(read)
+        assert json.loads(first.body)["SecretString"] == "plain-value"
+        sm.put_secret_value(SecretId="app/plain", SecretString="plain-rotated")
+        refreshed = await agent.get("/v1/app/plain?refreshNow=true")  # another connection: the cache takes it
+        assert refreshed.status == 200 and refreshed.json()["SecretString"] == "plain-rotated"
+        before = await answered(agent)
+        again = await conn.send(read)
+        assert again.status == 200 and json.loads(again.body)["SecretString"] == "plain-rotated"
+        assert await answered(agent) == before + 1  # still the hot path's, decided again from the new entry

@@ -333,11 +333,39 @@ async def test_fresh_answers_exactly_the_plain_hits_get_would() -> None:
     assert cache.fresh("app/db", CURRENT) is None  # never read: a miss is get()'s
     first = await cache.get("app/db", CURRENT)
     clock.now += 10
-    lookup = cache.fresh("app/db", CURRENT)
-    assert lookup is not None and lookup.outcome == "hit" and lookup.value is first.value and lookup.age == 10
+    hit = cache.fresh("app/db", CURRENT)
+    assert hit is not None and hit.value is first.value and cache.age_of(hit) == 10
     assert seen == ["miss"]  # nothing counted until the caller serves it
-    cache.count_hit("app/db", CURRENT)
+    cache.count_hit(hit)
     assert seen == ["miss", "hit"]
     clock.now += 300
     assert cache.fresh("app/db", CURRENT) is None  # past the TTL: a revalidation is get()'s
+    assert cache.age_of(hit) is None  # and a kept hit ends with it
     assert sum(source.calls.values()) == 1
+
+
+async def test_a_kept_hit_ends_when_anything_it_rests_on_changes() -> None:
+    """age_of() ends a kept hit on a confirmation, a recorded failure, an eviction; a version id never expires."""
+    source = FakeSource()
+    source.add("app/db", "pw")
+    clock = Clock()
+    cache = SecretCache(source, ttl_seconds=300, max_entries=10, max_stale_seconds=86_400, clock=clock)
+    first = await cache.get("app/db", CURRENT)
+    hit = cache.fresh("app/db", CURRENT)
+    assert hit is not None and cache.age_of(hit) == 0
+    await cache.confirm(await source.describe("app/db"))  # a new entry: decided again from it
+    assert cache.age_of(hit) is None
+    hit = cache.fresh("app/db", CURRENT)
+    assert hit is not None and cache.age_of(hit) == 0
+    await cache.fail(first.value.arn, SecretNotFound("gone"))
+    assert cache.age_of(hit) is None and cache.fresh("app/db", CURRENT) is None
+    await cache.forget(first.value.arn)
+    await cache.get("app/db", CURRENT)
+    version = Selector(version_id=first.value.version_id)
+    await cache.get("app/db", version)
+    pinned = cache.fresh("app/db", version)
+    assert pinned is not None
+    clock.now += 10_000  # a version id ages without expiring
+    assert cache.age_of(pinned) == 10_000
+    await cache.forget(first.value.arn)
+    assert cache.age_of(pinned) is None
