@@ -33,8 +33,8 @@ aiohttp's (the audit record, the read and request metrics, the request log
 line) and its response carries the same status, headers and body; the
 differential test (``tests/integration/test_fast_path.py``) pins that.
 
-Clients repeat themselves: a connection sending the same bytes as its last
-answered read is neither parsed nor decided again while what the decision
+Clients repeat themselves: a connection sending the same bytes as a read it
+had answered (one of its last few) is neither parsed nor decided again while what the decision
 rests on holds (a :class:`_Ticket`: the same caller identification, the same
 fresh cache entry; policies are fixed for the run). The audit trail's state
 and the rate limit are decided on every read, and every read is accounted in
@@ -77,6 +77,8 @@ if TYPE_CHECKING:
 
 # Past this much unsent response data, the hot path steps aside: aiohttp applies back-pressure.
 MAX_WRITE_BUFFER = 64 * 1024
+# Reads remembered per connection (each holds its request bytes): a few secrets read in turn.
+MAX_TICKETS = 8
 # A request longer than this is aiohttp's (its line and field limits are 8190 bytes each).
 MAX_REQUEST = 4096
 # A request target whose meaning is the same to every decoder (no escapes, no '+' in the query).
@@ -191,7 +193,8 @@ class FastConnection:
         # The last chunk parsed as a plain request, and its target (self._headers are its headers).
         self._last = b""
         self._target = ""
-        self._ticket: _Ticket | None = None  # the read decided for self._last, while it holds
+        # Reads decided on this connection, by their request bytes (an app may read a few secrets in turn).
+        self._tickets: dict[bytes, _Ticket] = {}
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -222,14 +225,13 @@ class FastConnection:
             return False
         # Clients repeat themselves: the same bytes as the last plain request parse the same (and
         # leave the parser as it was, between requests), so only the decisions below are taken again.
-        ticket = self._ticket
+        ticket = self._tickets.get(data) if self._tickets else None
         if (
-            data == self._last
-            and ticket is not None
+            ticket is not None
             and self._fast.parts.auth.holds(ticket.settled)
             and (age := ticket.cache.age_of(ticket.hit)) is not None
         ):
-            # The same read as last time, the caller still who it was and the entry still fresh:
+            # A read decided before, the caller still who it was and the entry still fresh:
             # only what can change between two reads (the audit trail, the rate limit) is decided again.
             response = self._serve(ticket, age, time.perf_counter())
         else:
@@ -247,7 +249,7 @@ class FastConnection:
 
     def _parse(self, data: bytes) -> bool:
         """Parse ``data``: True when it is exactly one plain request (its target and headers kept)."""
-        self._last, self._ticket = b"", None
+        self._last = b""
         if (
             len(data) > MAX_REQUEST
             or not data.startswith(b"GET /")
@@ -326,7 +328,10 @@ class FastConnection:
         if age is None:
             return None
         ticket = _Ticket(route, client, secret_id, selector, request_id, cache, hit, auth.settled())
-        self._ticket = ticket
+        tickets = self._tickets
+        if len(tickets) >= MAX_TICKETS:
+            tickets.clear()
+        tickets[self._last] = ticket
         return self._serve(ticket, age, started)
 
     def _serve(self, ticket: _Ticket, age: float, started: float) -> bytes | None:

@@ -575,3 +575,16 @@ async def test_repeated_bytes_after_a_rotation_get_the_new_value(pair: Pair, sec
         again = await conn.send(read)
         assert again.status == 200 and json.loads(again.body)["SecretString"] == "plain-rotated"
         assert await answered(agent) == before + 1  # still the hot path's, decided again from the new entry
+
+
+async def test_reads_alternating_on_one_connection_each_get_their_own_value(pair: Pair, secrets: Secrets) -> None:
+    """Two secrets read in turn on one connection (each remembered by its bytes) each get their own value."""
+    agent = pair.fast
+    plain, other = request("/v1/app/plain"), request("/v1/shared/x")
+    await exchange(agent, one("warm", plain))
+    await exchange(agent, one("warm", other))
+    async with KeptConnection.to(agent) as conn:
+        before = await answered(agent)
+        bodies = [json.loads((await conn.send(data)).body)["SecretString"] for data in (plain, other) * 3]
+        assert bodies == ["plain-value", "shared-value"] * 3
+        assert await answered(agent) == before + 6
