@@ -118,6 +118,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # Routine successful requests are counted into one info line this often (and logged at debug);
         # 0: one info line per request. Errors, denials and reads that went upstream are logged at once.
         "summary_interval_seconds": Key(kinds.number(0, 86_400), 60.0),
+        # Lines written at once per route, status and client in one summary interval; the rest are
+        # counted into the summary (a caller looping on a wrong token does not flood the log). 0: no cap.
+        "request_lines_per_interval": Key(kinds.integer(0, 1_000_000), 100),
     },
     "metrics": {
         "public": Key(kinds.boolean, False),

@@ -109,6 +109,7 @@ class LogSettings:
     level: str
     format: Literal["json", "console"]
     summary_interval_seconds: float = 60.0  # 0: one info line per request
+    request_lines_per_interval: int = 100  # 0: no cap on lines written at once
 
 
 @dataclass(frozen=True)

@@ -195,7 +195,11 @@ def build_components(
         ),
         body_timeout_seconds=settings.server.body_timeout_seconds,
         path_prefix=settings.server.path_prefix,
-        request_log=RequestLog(metrics, summary_interval_seconds=settings.log.summary_interval_seconds),
+        request_log=RequestLog(
+            metrics,
+            summary_interval_seconds=settings.log.summary_interval_seconds,
+            request_lines_per_interval=settings.log.request_lines_per_interval,
+        ),
         allowed_hosts=allowed_hosts(settings),
         audit=audit,
         watch=watch,

@@ -10,6 +10,12 @@ denials, refusals, reads that went upstream: ``miss``, ``refresh``,
 ``revalidated``, ``stale``) is logged at info at once, one line per request,
 as is every request when the interval is 0.
 
+A caller hammering the agent with bad requests (a wrong token in a loop, a
+scanner) must not flood the log either: within one summary interval at most
+``[log] request_lines_per_interval`` lines are written at once for each
+route, status and client; past that one ``request_lines_suppressed`` warning
+says so, and the rest are counted into the summary line (``suppressed``).
+
 The audit trail is not affected: it keeps one record per read. The aiohttp
 middleware (:mod:`agent.server.middleware`) and the hot path
 (:mod:`agent.server.fastpath`) both build the line with :func:`request_fields`
@@ -70,10 +76,16 @@ def request_fields(
 class RequestLog:
     """Counts every answered request in metrics; logs it now or counts it into the next summary line."""
 
-    def __init__(self, metrics: Metrics, *, summary_interval_seconds: float = 0.0) -> None:
+    def __init__(
+        self, metrics: Metrics, *, summary_interval_seconds: float = 0.0, request_lines_per_interval: int = 0
+    ) -> None:
         self._metrics = metrics
         self.summary_interval_seconds = summary_interval_seconds
+        # 0 (or no summaries): every line that is not routine is written.
+        self._max_lines = request_lines_per_interval if summary_interval_seconds > 0 else 0
         self._counts: Counter[tuple[str, int, str]] = Counter()
+        self._lines: Counter[tuple[str, int, str]] = Counter()  # lines written at once this interval
+        self._suppressed = 0
         # The level is set once, at start: skip building a debug line nobody will see.
         self._debug = bool(log.is_enabled_for(logging.DEBUG))
 
@@ -86,8 +98,30 @@ class RequestLog:
             self._counts[(route, status, fields["client"])] += 1
             if self._debug:
                 log.debug("request", **fields)
+        elif self._max_lines and not self._may_write(route, status, fields["client"]):
+            if self._debug:
+                log.debug("request", **fields)
         else:
             log.info("request", **fields)
+
+    def _may_write(self, route: str, status: int, client: str) -> bool:
+        """Count a line about to be written at once; False past the interval's cap (counted for the summary)."""
+        key = (route, status, client)
+        written = self._lines[key] = self._lines[key] + 1
+        if written <= self._max_lines:
+            return True
+        if written == self._max_lines + 1:
+            log.warning(
+                "request_lines_suppressed",
+                route=route,
+                status=status,
+                client=client,
+                limit=self._max_lines,
+                interval_seconds=self.summary_interval_seconds,
+            )
+        self._counts[key] += 1
+        self._suppressed += 1
+        return False
 
     def routine(self, route: str, client: str, elapsed: float) -> bool:
         """Account for a routine 200 (no error, no upstream) as :meth:`record` would, if that writes no line.
@@ -104,14 +138,17 @@ class RequestLog:
         return True
 
     def flush(self) -> None:
-        """Write the summary line for the routine requests counted since the last one (none: no line)."""
+        """Write the summary line for the requests counted since the last one (none: no line); a new interval starts."""
+        self._lines.clear()
         if not self._counts:
             return
         counts, self._counts = self._counts, Counter()
+        suppressed, self._suppressed = self._suppressed, 0
         log.info(
             "requests_summary",
             interval_seconds=self.summary_interval_seconds,
             total=sum(counts.values()),
+            suppressed=suppressed,
             counts=[
                 {"route": route, "status": status, "client": client, "count": count}
                 for (route, status, client), count in sorted(counts.items())

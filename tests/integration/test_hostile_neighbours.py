@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent.dev.emulator import MotoServer
 from tests.support.agent import TOKEN, AgentFactory, AgentHandle
@@ -216,3 +217,17 @@ def read_as_uid(uid: int, socket_path: str, path: str) -> str:
         answer = pipe.read()
     os.waitpid(pid, 0)
     return answer.decode(errors="replace")
+
+
+async def test_a_wrong_token_loop_does_not_flood_the_log(moto: MotoServer, run_agent: AgentFactory) -> None:
+    """A caller looping on a wrong token gets 403 every time; the log gets a few lines, one warning, then a count."""
+    with capture_logs() as logs:
+        async with run_agent(moto.url, log__request_lines_per_interval=5, log__summary_interval_seconds=3600) as agent:
+            statuses = [(await agent.get("/v1/app/db", token="wrong-" + "0" * 20)).status for _ in range(40)]
+    assert set(statuses) == {403}
+    refused = [e for e in logs if e["event"] == "request" and e.get("status") == 403 and e["log_level"] == "info"]
+    assert len(refused) == 5
+    assert [e["limit"] for e in logs if e["event"] == "request_lines_suppressed"] == [5]
+    # The summary at shutdown counts the rest.
+    (summary,) = [e for e in logs if e["event"] == "requests_summary"]
+    assert summary["suppressed"] == 35

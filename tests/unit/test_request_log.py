@@ -95,3 +95,32 @@ def test_routine_shortcut_accounts_as_record_does() -> None:
     assert summaries[0] == summaries[1]
     assert by_record.render() == by_shortcut.render()
     assert not RequestLog(Metrics(), summary_interval_seconds=0).routine("v1", "app", 0.0001)
+
+
+def test_a_flood_of_refusals_is_capped_per_interval_and_counted() -> None:
+    """Past request_lines_per_interval lines for one route, status and client: one warning, the rest summarised."""
+    metrics = Metrics()
+    requests = RequestLog(metrics, summary_interval_seconds=60, request_lines_per_interval=3)
+    with capture_logs() as logs:
+        for _ in range(10):
+            requests.record(line(status=403, client="-", error="AccessDeniedException"), 0.0001)
+        requests.record(line(status=404, error="ResourceNotFoundException"), 0.0001)  # another key: its own budget
+        requests.flush()
+        requests.record(line(status=403, client="-", error="AccessDeniedException"), 0.0001)  # a new interval
+    at_once = [entry for entry in logs if entry["event"] == "request" and entry["log_level"] == "info"]
+    assert [entry["status"] for entry in at_once] == [403, 403, 403, 404, 403]
+    warnings = [entry for entry in logs if entry["event"] == "request_lines_suppressed"]
+    assert len(warnings) == 1 and warnings[0]["log_level"] == "warning" and warnings[0]["limit"] == 3
+    (summary,) = [entry for entry in logs if entry["event"] == "requests_summary"]
+    assert summary["suppressed"] == 7 and summary["total"] == 7
+    assert summary["counts"] == [{"route": "v1", "status": 403, "client": "-", "count": 7}]
+    assert metrics.registry.get_sample_value("secrets_agent_requests_total", {"route": "v1", "status": "403"}) == 11
+
+
+def test_no_cap_without_summaries() -> None:
+    """With summary_interval_seconds = 0 there is no summary to count into: every line is written."""
+    requests = RequestLog(Metrics(), summary_interval_seconds=0, request_lines_per_interval=1)
+    with capture_logs() as logs:
+        for _ in range(5):
+            requests.record(line(status=403, error="AccessDeniedException"), 0.0001)
+    assert [entry["log_level"] for entry in logs] == ["info"] * 5
