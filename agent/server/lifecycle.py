@@ -361,6 +361,7 @@ class Agent:
             app,
             guard=self.components.connections,
             fast=FastPath(self.components) if settings.server.fast_path else None,
+            request_log=self.components.request_log,
             access_log=None,
             handle_signals=False,
             shutdown_timeout=settings.server.shutdown_grace_seconds,

@@ -34,6 +34,7 @@ from aiohttp.web_request import BaseRequest
 from agent.core.log import get_logger
 from agent.server.connections import ConnectionGuard
 from agent.server.fastpath import FastConnection, FastPath
+from agent.server.requestlog import RequestLog
 
 log = get_logger("agent.protocol")
 
@@ -84,7 +85,11 @@ class AgentRequestHandler(RequestHandler):
         if status >= 500:  # a bug below the app (our middleware catches handler errors): keep the traceback
             log.error("request_handling_failed", status=status, exc_info=exc)
         else:  # the class name only: a parser error's text quotes the request's bytes
-            log.info("malformed_request", status=status, error=type(exc).__name__ if exc is not None else None)
+            manager = self._manager
+            request_log = manager.request_log if isinstance(manager, AgentServer) else None
+            # A scanner's garbage must not flood the log: capped per status like request lines.
+            if request_log is None or request_log.may_write("malformed", status, "-"):
+                log.info("malformed_request", status=status, error=type(exc).__name__ if exc is not None else None)
         response = web.Response(
             status=status, body=_MALFORMED if status < 500 else _INTERNAL, content_type="application/json"
         )
@@ -97,6 +102,7 @@ class AgentServer(web.Server):
 
     guard: ConnectionGuard
     fast: FastPath | None = None
+    request_log: RequestLog | None = None
 
     def __call__(self) -> RequestHandler:
         """A handler for one new connection (the event loop's protocol factory)."""
@@ -107,11 +113,18 @@ class AgentRunner(web.AppRunner):
     """``AppRunner`` serving through :class:`AgentServer` with ``guard`` counting its connections."""
 
     def __init__(
-        self, app: web.Application, *, guard: ConnectionGuard, fast: FastPath | None = None, **kwargs: Any
+        self,
+        app: web.Application,
+        *,
+        guard: ConnectionGuard,
+        fast: FastPath | None = None,
+        request_log: RequestLog | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
         self._guard = guard
         self._fast = fast
+        self._request_log = request_log
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
@@ -119,5 +132,6 @@ class AgentRunner(web.AppRunner):
         assert isinstance(server, AgentServer)
         server.guard = self._guard
         server.fast = self._fast
+        server.request_log = self._request_log
         self._guard.install(server)
         return server

@@ -98,14 +98,16 @@ class RequestLog:
             self._counts[(route, status, fields["client"])] += 1
             if self._debug:
                 log.debug("request", **fields)
-        elif self._max_lines and not self._may_write(route, status, fields["client"]):
+        elif not self.may_write(route, status, fields["client"]):
             if self._debug:
                 log.debug("request", **fields)
         else:
             log.info("request", **fields)
 
-    def _may_write(self, route: str, status: int, client: str) -> bool:
+    def may_write(self, route: str, status: int, client: str) -> bool:
         """Count a line about to be written at once; False past the interval's cap (counted for the summary)."""
+        if not self._max_lines:
+            return True
         key = (route, status, client)
         written = self._lines[key] = self._lines[key] + 1
         if written <= self._max_lines:

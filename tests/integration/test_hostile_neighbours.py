@@ -231,3 +231,18 @@ async def test_a_wrong_token_loop_does_not_flood_the_log(moto: MotoServer, run_a
     # The summary at shutdown counts the rest.
     (summary,) = [e for e in logs if e["event"] == "requests_summary"]
     assert summary["suppressed"] == 35
+
+
+FOLDED = b"GET /v1/x HTTP/1.1\r\nHost: localhost\r\nX-Aws-Parameters-Secrets-Token: abc\r\n folded\r\n\r\n"
+
+
+async def test_a_garbage_loop_does_not_flood_the_log(moto: MotoServer, run_agent: AgentFactory) -> None:
+    """Malformed requests in a loop get 400 each; their malformed_request lines are capped the same way."""
+    with capture_logs() as logs:
+        async with run_agent(moto.url, log__request_lines_per_interval=3, log__summary_interval_seconds=3600) as agent:
+            answers = [await exchange(agent, FOLDED) for _ in range(12)]
+    assert all(b" 400 " in answer.split(b"\r\n", 1)[0] for answer in answers), answers[0][:200]
+    assert len([e for e in logs if e["event"] == "malformed_request"]) == 3
+    assert [e["route"] for e in logs if e["event"] == "request_lines_suppressed"] == ["malformed"]
+    (summary,) = [e for e in logs if e["event"] == "requests_summary"]
+    assert summary["suppressed"] == 9
