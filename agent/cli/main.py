@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--older-than",
         type=float,
         metavar="SECONDS",
-        help="a queue whose heartbeat is older is an orphan (default 1800: six missed heartbeats)",
+        help="a queue whose heartbeat is older is an orphan (default 1800: six missed heartbeats; at least 600)",
     )
     sweep.add_argument("--prefix", help="queue name prefix (default events.queue_prefix)")
     sweep.add_argument(
@@ -264,14 +264,20 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _sweep_queues(args: argparse.Namespace) -> int:
     from agent.upstream.calls import UpstreamCalls
+    from agent.upstream.fanout import HEARTBEAT_SECONDS
     from agent.upstream.session import build_clients, caller_identity
-    from agent.upstream.sweep import DEFAULT_OLDER_THAN_SECONDS, Sweeper
+    from agent.upstream.sweep import DEFAULT_OLDER_THAN_SECONDS, MIN_OLDER_THAN_SECONDS, Sweeper
 
     settings = _settings(args)
     agent_log.configure(settings.log.level, settings.log.format, stream=sys.stderr)
     older_than = DEFAULT_OLDER_THAN_SECONDS if args.older_than is None else args.older_than
-    if older_than < 0:
-        print("secrets-agent: --older-than must be 0 or more seconds", file=sys.stderr)
+    if not older_than >= MIN_OLDER_THAN_SECONDS:  # NaN included
+        # A live agent is told from an orphan only by its heartbeat: below two of them, live queues go too.
+        print(
+            f"secrets-agent: --older-than must be at least {MIN_OLDER_THAN_SECONDS:.0f} seconds "
+            f"(two heartbeats: a live agent refreshes its queue's heartbeat tag every {HEARTBEAT_SECONDS} s)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     prefix = args.prefix or settings.events.queue_prefix
     topics = [*args.topic_arn, *([settings.events.sns_topic_arn] if settings.events.sns_topic_arn else [])]

@@ -39,6 +39,7 @@ from agent.upstream.fanout import HEARTBEAT_SECONDS, SNS, SQS, TAG_CREATED, TAG_
 log = get_logger("agent.upstream.sweep")
 
 DEFAULT_OLDER_THAN_SECONDS = 6 * HEARTBEAT_SECONDS  # six missed heartbeats
+MIN_OLDER_THAN_SECONDS = 2 * HEARTBEAT_SECONDS  # below this a live agent's queue could look orphaned
 GONE_CODES = QUEUE_GONE_CODES
 
 

@@ -240,3 +240,14 @@ async def test_sweep_removes_a_killed_agents_queue_and_leaves_a_live_one(
         # A second sweep finds nothing more to remove.
         assert "removed 0 queues and 0 subscriptions" in sweep(moto, "--topic-arn", topic)
     assert queues(sqs) == [bystander]
+
+
+def test_sweep_refuses_an_age_that_would_take_live_queues(moto: MotoServer) -> None:
+    """--older-than below two heartbeats is refused (exit 2, naming the flag and the minimum); nothing is removed."""
+    _sns, sqs = clients(moto)
+    queue = sqs.create_queue(
+        QueueName=PREFIX + "young", tags={TAG_HOST: "node-1", TAG_HEARTBEAT: str(time.time() - 120)}
+    )["QueueUrl"]
+    result = run_cli(["sweep-queues", "--endpoint-url", moto.url, "--region", REGION, "--older-than", "60"])
+    assert result.returncode == 2 and "--older-than must be at least 600 seconds" in result.stderr
+    assert queue in queues(sqs)
