@@ -11,8 +11,9 @@ What is real and what is modelled
   all on the simulated clock.
 * Modelled: the refresher's pass (the same steps as ``Refresher.poll_once``: list or
   describe, re-read moved secrets with GetSecretValue or BatchGetSecretValue, fall back
-  to GetSecretValue when a batch throttles, describe everything when ListSecrets throttles,
-  one round-robin DescribeSecret every 4th listing pass, back off after a failed pass),
+  to GetSecretValue when a batch throttles, describe everything when ListSecrets throttles
+  (when that fits the budget, else wait for the re-planned interval), one round-robin
+  DescribeSecret every 4th listing pass, back off after a failed pass),
   botocore's standard retries (3 attempts, exponential backoff with jitter), and Secrets
   Manager: one token bucket per API refilled at the account quota (1 s of burst).
 * Time advances in ticks of ``DT`` seconds. Every agent is identical up to its random
@@ -337,7 +338,11 @@ class OurAgent:
                     self.reread(moved, plan.interval)
                 else:
                     self.planner.note_throttled(LIST_SECRETS)
-                    self.describe_all(plan.interval)
+                    replanned = self.planner.plan(SECRETS, 1)  # listing held: describe now only if it fits
+                    if replanned.stretched or replanned.how != "describe":
+                        self.finish(True, replanned.interval)
+                    else:
+                        self.describe_all(replanned.interval)
 
             for done in gather(plan.calls, listed):
                 self.sim.call(self, LIST_SECRETS, done)

@@ -280,6 +280,11 @@ class Refresher:
                 listed = await self._list(arns)
             except UpstreamThrottled:
                 self._planner.note_throttled(LIST_SECRETS)
+                # Planned again with listing held (and the fleet size the throttle implies): describe
+                # now only if that fits this interval; else the next pass, at the stretched interval.
+                if (plan := self._plan_pass(len(arns))).stretched or plan.how != "describe":
+                    log.warning("list_throttled_waiting", cached=len(arns), retry_in=round(plan.interval, 1))
+                    return
                 log.warning("list_throttled_describing", cached=len(arns))
         moved: list[SecretMeta] = []
         direct = set(self._direct_checks(arns, listed))

@@ -7,7 +7,14 @@ from collections.abc import Sequence
 
 import pytest
 
-from agent.cache.planner import BATCH_GET_SECRET_VALUE, HOLD_SECONDS, LIST_SECRETS, Planner
+from agent.cache.planner import (
+    ACCOUNT_QUOTAS,
+    BATCH_GET_SECRET_VALUE,
+    DESCRIBE_SECRET,
+    HOLD_SECONDS,
+    LIST_SECRETS,
+    Planner,
+)
 from agent.cache.refresher import Refresher
 from agent.cache.store import SecretCache
 from agent.config import PrefetchSettings, RefreshSettings
@@ -232,3 +239,28 @@ async def test_prefetch_falls_back_to_get_when_batch_throttles() -> None:
     assert all(source.calls[name] == 1 for name in names)
     assert (await cache.get("s2", CURRENT)).outcome == "hit"
     assert metrics.batch_fallbacks._value.get() == 4
+
+
+async def test_list_throttled_pass_waits_when_describing_all_would_overrun_the_budget() -> None:
+    """When describing every secret does not fit this interval either, a throttled list pass describes none."""
+    source = ThrottlingSource()
+    names = names_in(source, 20)
+    tight = Planner(
+        interval=30,
+        fleet_size=1,
+        max_interval=300,
+        # The throttle teaches a fleet of 3,000 (100/s over one list per 30 s): its describe budget is then
+        # 3,000 x 0.5 / 3,000 = 0.5/s, so 20 describes need 40 s, over the 30 s interval.
+        quotas={**ACCOUNT_QUOTAS, DESCRIBE_SECRET: 3000.0},
+        clock=Clock(),
+        rng=random.Random(7),
+    )
+    _cache, refresher, metrics = build(source, names, tight)
+    await refresher.prefetch()
+    source.throttle_list = True
+    await refresher.poll_once()
+    assert not [key for key in source.calls if key.startswith("describe:")]
+    assert metrics.refresh_interval._value.get() == 40.0  # the next pass waits for the stretched interval
+    source.calls.clear()
+    await refresher.poll_once()  # listing held: the stretched describe plan runs
+    assert sum(n for key, n in source.calls.items() if key.startswith("describe:")) == 20
