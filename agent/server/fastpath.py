@@ -77,8 +77,10 @@ if TYPE_CHECKING:
 
 # Past this much unsent response data, the hot path steps aside: aiohttp applies back-pressure.
 MAX_WRITE_BUFFER = 64 * 1024
-# Reads remembered per connection (each holds its request bytes): a few secrets read in turn.
-MAX_TICKETS = 8
+# Reads remembered per connection, each keyed by its request bytes: a few secrets read in turn, and
+# never much memory (at most 4 KiB of requests per connection, 1,600 connections by default).
+MAX_TICKETS = 4
+MAX_TICKET_REQUEST = 1024
 # A request longer than this is aiohttp's (its line and field limits are 8190 bytes each).
 MAX_REQUEST = 4096
 # A request target whose meaning is the same to every decoder (no escapes, no '+' in the query).
@@ -329,9 +331,10 @@ class FastConnection:
             return None
         ticket = _Ticket(route, client, secret_id, selector, request_id, cache, hit, auth.settled())
         tickets = self._tickets
-        if len(tickets) >= MAX_TICKETS:
-            tickets.clear()
-        tickets[self._last] = ticket
+        if len(self._last) <= MAX_TICKET_REQUEST:
+            if len(tickets) >= MAX_TICKETS:
+                tickets.clear()
+            tickets[self._last] = ticket
         return self._serve(ticket, age, started)
 
     def _serve(self, ticket: _Ticket, age: float, started: float) -> bytes | None:
