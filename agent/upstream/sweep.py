@@ -143,34 +143,23 @@ class Sweeper:
     async def _subscriptions(self, topic: str) -> list[dict[str, str]]:
         """The topic's SQS subscriptions (every page)."""
         found: list[dict[str, str]] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"TopicArn": topic} | ({"NextToken": token} if token else {})
-            page = await self._calls.call(
-                "ListSubscriptionsByTopic", self._sns.list_subscriptions_by_topic, service=SNS, **kwargs
-            )
+        async for page in self._calls.pages(
+            "ListSubscriptionsByTopic", self._sns.list_subscriptions_by_topic, service=SNS, TopicArn=topic
+        ):
             found.extend(
                 {"SubscriptionArn": str(sub["SubscriptionArn"]), "Endpoint": str(sub.get("Endpoint", ""))}
                 for sub in page.get("Subscriptions", ())
                 if sub.get("Protocol") == "sqs"
             )
-            token = page.get("NextToken")
-            if not token:
-                return found
+        return found
 
     async def _queues(self) -> tuple[list[QueueSeen], set[str]]:
         """The agents' queues under the prefix (every page), with their heartbeat and topic; every name listed."""
         urls: list[str] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"QueueNamePrefix": self._prefix, "MaxResults": 1000}
-            if token:
-                kwargs["NextToken"] = token
-            page = await self._calls.call("ListQueues", self._sqs.list_queues, service=SQS, **kwargs)
+        async for page in self._calls.pages(
+            "ListQueues", self._sqs.list_queues, service=SQS, QueueNamePrefix=self._prefix, MaxResults=1000
+        ):
             urls.extend(page.get("QueueUrls", ()))
-            token = page.get("NextToken")
-            if not token:
-                break
         seen: list[QueueSeen] = []
         for url in urls:
             try:
