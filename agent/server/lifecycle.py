@@ -74,6 +74,7 @@ from agent.server.roles import OpenRole, RoleRegistry
 from agent.upstream.calls import SECRETS_MANAGER, UpstreamCalls
 from agent.upstream.events import ROTATION_FAILURES, EventListener
 from agent.upstream.fanout import FanoutQueue
+from agent.upstream.health import UpstreamHealth
 from agent.upstream.regions import RegionalClients
 from agent.upstream.roles import RoleSessions
 from agent.upstream.secretsmanager import SecretsManagerSource
@@ -203,6 +204,7 @@ def build_components(
         allowed_hosts=allowed_hosts(settings),
         audit=audit,
         watch=watch,
+        upstream=UpstreamHealth(on_burst=audit.upstream_burst),  # the audit trail records each burst
         metrics_public=settings.metrics.public,
         templates=templates,
         parameters=parameters,
@@ -408,9 +410,8 @@ class Agent:
     def _observe_upstream(self, service: str, operation: str, outcome: str, transient: bool) -> None:
         self.metrics.observe_upstream(operation, outcome)
         if service == SECRETS_MANAGER:
-            self.components.upstream.note(outcome, transient)
             # Failure bursts are about the secrets' upstream; an SQS success must not end one.
-            self.audit.upstream(operation, outcome, transient)
+            self.components.upstream.note(operation, outcome, transient)  # tells the audit trail of bursts
 
     # ------------------------------------------------------------------ startup
 
