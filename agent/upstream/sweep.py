@@ -30,17 +30,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.core.errors import SecretNotFound, UpstreamRejected
+from agent.core.errors import UpstreamError
 from agent.core.log import get_logger
 from agent.upstream.calls import UpstreamCalls
-from agent.upstream.events import QUEUE_GONE_CODES
+from agent.upstream.events import queue_gone
 from agent.upstream.fanout import HEARTBEAT_SECONDS, SNS, SQS, TAG_CREATED, TAG_HEARTBEAT, TAG_HOST, TAG_TOPIC
 
 log = get_logger("agent.upstream.sweep")
 
 DEFAULT_OLDER_THAN_SECONDS = 6 * HEARTBEAT_SECONDS  # six missed heartbeats
 MIN_OLDER_THAN_SECONDS = 2 * HEARTBEAT_SECONDS  # below this a live agent's queue could look orphaned
-GONE_CODES = QUEUE_GONE_CODES
 
 
 @dataclass
@@ -174,8 +173,8 @@ class Sweeper:
                     QueueUrl=url,
                     AttributeNames=["QueueArn"],
                 )
-            except (SecretNotFound, UpstreamRejected) as exc:
-                if exc.code in GONE_CODES or isinstance(exc, SecretNotFound):
+            except UpstreamError as exc:
+                if queue_gone(exc):
                     continue  # deleted since it was listed (its own agent stopped)
                 raise
             topic = (tags.get("Tags") or {}).get(TAG_TOPIC)
@@ -185,6 +184,6 @@ class Sweeper:
     async def _quietly(self, operation: str, fn: Callable[..., Any], service: str, **kwargs: Any) -> None:
         try:
             await self._calls.call(operation, fn, service=service, **kwargs)
-        except (SecretNotFound, UpstreamRejected) as exc:
-            if exc.code not in GONE_CODES and not isinstance(exc, SecretNotFound):
+        except UpstreamError as exc:
+            if not queue_gone(exc):  # already gone is what we wanted
                 raise
