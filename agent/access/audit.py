@@ -1,5 +1,9 @@
 """Audit trail: one JSON line per read attempt, per observed rotation, per upstream failure burst.
 
+Failure bursts are decided by :class:`~agent.upstream.health.UpstreamHealth`;
+:meth:`AuditLog.upstream_burst` only writes them down (one record when a burst
+starts, one when it ends).
+
 Answers "who read which version of what, when, and when did it change".
 Records go to ``[audit] path`` (opened append-only, mode 0600, reopened on
 SIGHUP so logrotate can move the file) or to stdout with ``path = "-"``; each
@@ -30,7 +34,6 @@ import json
 import os
 import stat
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -41,6 +44,7 @@ from agent.core.errors import ConfigError
 from agent.core.log import get_logger
 from agent.core.metrics import Metrics
 from agent.core.types import AWSCURRENT, SecretValue, Selector
+from agent.upstream.health import FailureBurst
 
 log = get_logger("agent.access.audit")
 
@@ -111,7 +115,6 @@ class AuditLog:
         self._metrics = metrics
         self._fd: int | None = None
         self._stdout = False
-        self._burst: dict[str, Any] | None = None
         self._reopen_problem: str | None = None
         self._write_problem: str | None = None
         self._torn = False  # the last write stopped mid-line: start the next one on a new line
@@ -246,23 +249,19 @@ class AuditLog:
             record["delay_seconds"] = round(delay_seconds, 3)
         self.write(record)
 
-    def upstream(self, operation: str, outcome: str, transient: bool) -> None:
-        """Track upstream health; one record when a failure burst starts and one when it ends."""
-        if transient:
-            if self._burst is None:
-                self._burst = {"started": time.monotonic(), "failures": 0, "first_error": outcome}
-                self.write({"type": "upstream_failure_started", "operation": operation, "error": outcome})
-            self._burst["failures"] += 1
-        elif outcome == "ok" and self._burst is not None:
-            burst, self._burst = self._burst, None
-            self.write(
-                {
-                    "type": "upstream_failure_ended",
-                    "failures": burst["failures"],
-                    "first_error": burst["first_error"],
-                    "seconds": round(time.monotonic() - burst["started"], 3),
-                }
-            )
+    def upstream_burst(self, burst: FailureBurst) -> None:
+        """Record a failure burst starting or ending (an :class:`~agent.upstream.health.UpstreamHealth` listener)."""
+        if burst.seconds is None:
+            self.write({"type": "upstream_failure_started", "operation": burst.operation, "error": burst.first_error})
+            return
+        self.write(
+            {
+                "type": "upstream_failure_ended",
+                "failures": burst.failures,
+                "first_error": burst.first_error,
+                "seconds": round(burst.seconds, 3),
+            }
+        )
 
 
 def recorded_rotations(path: str, *, max_bytes: int = RESTORE_MAX_BYTES) -> list[dict[str, Any]]:

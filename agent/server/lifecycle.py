@@ -49,7 +49,7 @@ from agent.access.identity import Authenticator, RateLimiter
 from agent.access.policy import Policy
 from agent.cache.history import Change
 from agent.cache.parameters import ParameterCache, ParameterRefresher
-from agent.cache.planner import LIST_VERSIONS_QUOTA, Planner
+from agent.cache.planner import LIST_SECRET_VERSION_IDS, Planner
 from agent.cache.refresher import Refresher
 from agent.cache.rotations import Rotation, RotationFeed
 from agent.cache.store import SecretCache
@@ -74,6 +74,7 @@ from agent.server.roles import OpenRole, RoleRegistry
 from agent.upstream.calls import SECRETS_MANAGER, UpstreamCalls
 from agent.upstream.events import ROTATION_FAILURES, EventListener
 from agent.upstream.fanout import FanoutQueue
+from agent.upstream.health import UpstreamHealth
 from agent.upstream.regions import RegionalClients
 from agent.upstream.roles import RoleSessions
 from agent.upstream.secretsmanager import SecretsManagerSource
@@ -143,7 +144,15 @@ def build_components(
     rotations = RotationFeed()
     rotations.subscribe(lambda rotation: _report_rotation(rotation, metrics, audit))
     cache = make_cache(settings, source, rotations, metrics)
-    watch = make_watch(settings, cache, source, metrics)
+    planner = Planner(
+        interval=settings.refresh.interval_seconds,
+        fleet_size=settings.fleet.size,
+        quota_share=settings.fleet.quota_share,
+        # With events, polling is the backstop: it may stretch up to the TTL AWS's agent keeps values for.
+        events=settings.events.sqs_queue_url is not None or settings.events.sns_topic_arn is not None,
+        max_interval=settings.cache.ttl_seconds,
+    )
+    watch = make_watch(settings, cache, source, metrics, planner)
     rotations.subscribe(watch.observe)
     # Rotations seen through a role or another region are reported (metrics, audit, log) but drive no template.
     other_rotations = RotationFeed()
@@ -170,14 +179,7 @@ def build_components(
         settings.refresh,
         max_stale_seconds=settings.cache.max_stale_seconds,
         metrics=metrics,
-        planner=Planner(
-            interval=settings.refresh.interval_seconds,
-            fleet_size=settings.fleet.size,
-            quota_share=settings.fleet.quota_share,
-            # With events, polling is the backstop: it may stretch up to the TTL AWS's agent keeps values for.
-            events=settings.events.sqs_queue_url is not None or settings.events.sns_topic_arn is not None,
-            max_interval=settings.cache.ttl_seconds,
-        ),
+        planner=planner,
     )
     return Components(
         cache=cache,
@@ -203,6 +205,7 @@ def build_components(
         allowed_hosts=allowed_hosts(settings),
         audit=audit,
         watch=watch,
+        upstream=UpstreamHealth(on_burst=audit.upstream_burst),  # the audit trail records each burst
         metrics_public=settings.metrics.public,
         templates=templates,
         parameters=parameters,
@@ -271,8 +274,13 @@ def _report_rotation(rotation: Rotation, metrics: Metrics, audit: AuditLog) -> N
     )
 
 
-def make_watch(settings: Settings, cache: SecretCache, source: SecretSource, metrics: Metrics) -> RotationWatch:
-    """The rotation watch over the agent's own cache, its history restored from the audit file if there is one."""
+def make_watch(
+    settings: Settings, cache: SecretCache, source: SecretSource, metrics: Metrics, planner: Planner
+) -> RotationWatch:
+    """The rotation watch over the agent's own cache, its history restored from the audit file if there is one.
+
+    History seeding is spaced by ``planner``'s budget for ListSecretVersionIds (this agent's share of the quota).
+    """
     status, refresh = settings.status, settings.refresh
     watch = RotationWatch(
         cache,
@@ -284,7 +292,7 @@ def make_watch(settings: Settings, cache: SecretCache, source: SecretSource, met
         stale_after_seconds=2 * refresh.interval_seconds if refresh.mode == "poll" else None,
         seed_history=status.seed_history,
         # One agent's share of the API's quota (the [fleet] hint): seeding never throttles the account.
-        seed_spacing_seconds=settings.fleet.size / (settings.fleet.quota_share * LIST_VERSIONS_QUOTA),
+        seed_spacing_seconds=1 / planner.budget(LIST_SECRET_VERSION_IDS),
         # A reply per prefetched secret was parsed and dropped: hand the freed pages back (about 1 MiB at 1000).
         on_seeded=release_free_memory,
         history_per_secret=status.history_per_secret,
@@ -408,9 +416,8 @@ class Agent:
     def _observe_upstream(self, service: str, operation: str, outcome: str, transient: bool) -> None:
         self.metrics.observe_upstream(operation, outcome)
         if service == SECRETS_MANAGER:
-            self.components.upstream.note(outcome, transient)
             # Failure bursts are about the secrets' upstream; an SQS success must not end one.
-            self.audit.upstream(operation, outcome, transient)
+            self.components.upstream.note(operation, outcome, transient)  # tells the audit trail of bursts
 
     # ------------------------------------------------------------------ startup
 

@@ -5,14 +5,15 @@ the blocking boto3 call runs in the :class:`~agent.upstream.pool.DaemonPool`,
 its outcome is reported to one observer (metrics and the audit trail's failure
 bursts), a failure is logged once (``upstream_error``) and botocore's exception
 is translated by :func:`translate` into the agent's tree. Nothing above this
-layer sees a botocore exception.
+layer sees a botocore exception. A ``NextToken``-paged API is walked with
+:meth:`UpstreamCalls.pages`, one :meth:`~UpstreamCalls.call` per page.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 from botocore.exceptions import (
@@ -138,6 +139,34 @@ class UpstreamCalls:
             raise error from exc
         self._observe(service, operation, "ok", False)
         return result
+
+    async def pages(
+        self,
+        operation: str,
+        fn: Callable[..., Any],
+        /,
+        *,
+        service: str = SECRETS_MANAGER,
+        secret_id: str | None = None,
+        **kwargs: Any,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Each page of a ``NextToken``-paged API: ``fn(**kwargs)``, then with each page's ``NextToken``.
+
+        Every page is one :meth:`call` (same pool, observer and errors), made only when
+        the caller asks for it: a caller that has what it needs ``break``s without the
+        next call (wrap the iterator in :func:`contextlib.aclosing` to close it at once).
+        It ends after the page with no ``NextToken``; a failed page raises.
+        """
+        token: str | None = None
+        while True:
+            paged = {"NextToken": token} if token else {}
+            page: dict[str, Any] = await self.call(
+                operation, fn, service=service, secret_id=secret_id, **kwargs, **paged
+            )
+            yield page
+            token = page.get("NextToken")
+            if not token:
+                return
 
     def close(self) -> None:
         """Refuse new calls and cancel queued ones; a call already running is abandoned, not awaited."""

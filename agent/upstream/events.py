@@ -24,7 +24,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent.core.errors import UpstreamError
+from agent.core.errors import SecretNotFound, UpstreamError
 from agent.core.log import get_logger
 from agent.core.metrics import Metrics
 from agent.upstream.calls import UpstreamCalls
@@ -46,10 +46,20 @@ RELEVANT_EVENTS = frozenset(
 ROTATION_FAILURES = frozenset({"RotationFailed", "RotationAbandoned"})
 MAX_MESSAGES = 10  # ReceiveMessage's maximum
 RECEIVE_BACKOFF_CAP_SECONDS = 60.0
-# SQS's codes for a queue that does not exist (deleted: by sweep-queues, say).
+# SQS's codes for a queue that does not exist (deleted: by sweep-queues, say), and SNS's for a subscription.
 QUEUE_GONE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NotFound"})
 # (secret reference, event name) → True when the agent caches that secret (and acted on it).
 SecretRefresher = Callable[[str, str], Awaitable[bool]]
+
+
+def queue_gone(exc: UpstreamError) -> bool:
+    """True when a failed SQS or SNS call says what it named no longer exists (the queue, or its subscription).
+
+    The one test for "deleted under us": the listener of the agent's own queue
+    ends on it (:meth:`EventListener.run`, so :mod:`agent.upstream.fanout` makes
+    a new queue) and ``sweep-queues`` skips what vanished since it was listed.
+    """
+    return exc.code in QUEUE_GONE_CODES or isinstance(exc, SecretNotFound)
 
 
 def parse_event(body: str) -> tuple[str, list[str]] | None:
@@ -130,7 +140,7 @@ class EventListener:
                     WaitTimeSeconds=self._wait,
                 )
             except UpstreamError as exc:
-                if self._owned and exc.code in QUEUE_GONE_CODES:
+                if self._owned and queue_gone(exc):
                     log.warning("events_queue_gone", queue=self._queue_url, error=exc.code)
                     return
                 delay = backoff.next_delay()

@@ -9,6 +9,7 @@ goes to that region (:mod:`agent.upstream.regions`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any
 
 from agent.core.errors import UpstreamError
@@ -188,20 +189,14 @@ class SecretsManagerSource:
             filters.append([])
         seen: dict[str, SecretMeta] = {}
         for flt in filters:
-            token: str | None = None
-            while True:
-                kwargs: dict[str, Any] = {"MaxResults": LIST_PAGE_SIZE}
-                if flt:
-                    kwargs["Filters"] = flt
-                if token:
-                    kwargs["NextToken"] = token
-                reply = await self._calls.call("ListSecrets", self._client.list_secrets, **kwargs)
-                for entry in reply.get("SecretList", ()):
-                    meta = meta_from_entry(entry)
-                    seen[meta.arn] = meta
-                token = reply.get("NextToken")
-                if not token or (until is not None and until(seen)):
-                    break
+            kwargs: dict[str, Any] = {"MaxResults": LIST_PAGE_SIZE} | ({"Filters": flt} if flt else {})
+            async with aclosing(self._calls.pages("ListSecrets", self._client.list_secrets, **kwargs)) as pages:
+                async for reply in pages:
+                    for entry in reply.get("SecretList", ()):
+                        meta = meta_from_entry(entry)
+                        seen[meta.arn] = meta
+                    if until is not None and until(seen):
+                        break  # no call for the next page
         return list(seen.values())
 
     async def list_page(

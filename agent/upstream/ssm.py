@@ -221,23 +221,18 @@ class ParameterSource:
     async def get_parameters_by_path(self, path: str, *, decrypt: bool) -> list[ParameterValue]:
         """GetParametersByPath, recursive, all pages."""
         values: list[ParameterValue] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {
-                "Path": path,
-                "Recursive": True,
-                "WithDecryption": decrypt,
-                "MaxResults": BY_PATH_PAGE_SIZE,
-            }
-            if token:
-                kwargs["NextToken"] = token
-            reply = await self._calls.call(
-                "GetParametersByPath", self._op("get_parameters_by_path"), service=SSM, secret_id=path, **kwargs
-            )
+        async for reply in self._calls.pages(
+            "GetParametersByPath",
+            self._op("get_parameters_by_path"),
+            service=SSM,
+            secret_id=path,
+            Path=path,
+            Recursive=True,
+            WithDecryption=decrypt,
+            MaxResults=BY_PATH_PAGE_SIZE,
+        ):
             values.extend(value_from_reply(entry) for entry in reply.get("Parameters", ()))
-            token = reply.get("NextToken")
-            if not token:
-                return values
+        return values
 
     async def describe(self, names: Sequence[str]) -> dict[str, ParameterMeta]:
         """DescribeParameters filtered by exact names (50 a call): name → current version and type.
@@ -248,23 +243,16 @@ class ParameterSource:
         found: dict[str, ParameterMeta] = {}
         for start in range(0, len(names), DESCRIBE_FILTER_VALUES):
             chunk = list(names[start : start + DESCRIBE_FILTER_VALUES])
-            token: str | None = None
-            while True:
-                kwargs: dict[str, Any] = {
-                    "ParameterFilters": [{"Key": "Name", "Option": "Equals", "Values": chunk}],
-                    "MaxResults": DESCRIBE_PAGE_SIZE,
-                }
-                if token:
-                    kwargs["NextToken"] = token
-                reply = await self._calls.call(
-                    "DescribeParameters", self._op("describe_parameters"), service=SSM, **kwargs
-                )
+            async for reply in self._calls.pages(
+                "DescribeParameters",
+                self._op("describe_parameters"),
+                service=SSM,
+                ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": chunk}],
+                MaxResults=DESCRIBE_PAGE_SIZE,
+            ):
                 for entry in reply.get("Parameters", ()):
                     meta = ParameterMeta(
                         name=entry["Name"], version=int(entry.get("Version", 0)), type=entry.get("Type", "String")
                     )
                     found[meta.name] = meta
-                token = reply.get("NextToken")
-                if not token:
-                    break
         return found

@@ -30,17 +30,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.core.errors import SecretNotFound, UpstreamRejected
+from agent.core.errors import UpstreamError
 from agent.core.log import get_logger
 from agent.upstream.calls import UpstreamCalls
-from agent.upstream.events import QUEUE_GONE_CODES
+from agent.upstream.events import queue_gone
 from agent.upstream.fanout import HEARTBEAT_SECONDS, SNS, SQS, TAG_CREATED, TAG_HEARTBEAT, TAG_HOST, TAG_TOPIC
 
 log = get_logger("agent.upstream.sweep")
 
 DEFAULT_OLDER_THAN_SECONDS = 6 * HEARTBEAT_SECONDS  # six missed heartbeats
 MIN_OLDER_THAN_SECONDS = 2 * HEARTBEAT_SECONDS  # below this a live agent's queue could look orphaned
-GONE_CODES = QUEUE_GONE_CODES
 
 
 @dataclass
@@ -143,34 +142,23 @@ class Sweeper:
     async def _subscriptions(self, topic: str) -> list[dict[str, str]]:
         """The topic's SQS subscriptions (every page)."""
         found: list[dict[str, str]] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"TopicArn": topic} | ({"NextToken": token} if token else {})
-            page = await self._calls.call(
-                "ListSubscriptionsByTopic", self._sns.list_subscriptions_by_topic, service=SNS, **kwargs
-            )
+        async for page in self._calls.pages(
+            "ListSubscriptionsByTopic", self._sns.list_subscriptions_by_topic, service=SNS, TopicArn=topic
+        ):
             found.extend(
                 {"SubscriptionArn": str(sub["SubscriptionArn"]), "Endpoint": str(sub.get("Endpoint", ""))}
                 for sub in page.get("Subscriptions", ())
                 if sub.get("Protocol") == "sqs"
             )
-            token = page.get("NextToken")
-            if not token:
-                return found
+        return found
 
     async def _queues(self) -> tuple[list[QueueSeen], set[str]]:
         """The agents' queues under the prefix (every page), with their heartbeat and topic; every name listed."""
         urls: list[str] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"QueueNamePrefix": self._prefix, "MaxResults": 1000}
-            if token:
-                kwargs["NextToken"] = token
-            page = await self._calls.call("ListQueues", self._sqs.list_queues, service=SQS, **kwargs)
+        async for page in self._calls.pages(
+            "ListQueues", self._sqs.list_queues, service=SQS, QueueNamePrefix=self._prefix, MaxResults=1000
+        ):
             urls.extend(page.get("QueueUrls", ()))
-            token = page.get("NextToken")
-            if not token:
-                break
         seen: list[QueueSeen] = []
         for url in urls:
             try:
@@ -185,8 +173,8 @@ class Sweeper:
                     QueueUrl=url,
                     AttributeNames=["QueueArn"],
                 )
-            except (SecretNotFound, UpstreamRejected) as exc:
-                if exc.code in GONE_CODES or isinstance(exc, SecretNotFound):
+            except UpstreamError as exc:
+                if queue_gone(exc):
                     continue  # deleted since it was listed (its own agent stopped)
                 raise
             topic = (tags.get("Tags") or {}).get(TAG_TOPIC)
@@ -196,6 +184,6 @@ class Sweeper:
     async def _quietly(self, operation: str, fn: Callable[..., Any], service: str, **kwargs: Any) -> None:
         try:
             await self._calls.call(operation, fn, service=service, **kwargs)
-        except (SecretNotFound, UpstreamRejected) as exc:
-            if exc.code not in GONE_CODES and not isinstance(exc, SecretNotFound):
+        except UpstreamError as exc:
+            if not queue_gone(exc):  # already gone is what we wanted
                 raise

@@ -428,3 +428,27 @@ async def test_own_queue_gone_ends_the_listener() -> None:
         await asyncio.wait_for(listener.run(), 10)
     finally:
         calls.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "gone"),
+    [
+        ("AWS.SimpleQueueService.NonExistentQueue", 400, True),  # SQS, query protocol
+        ("QueueDoesNotExist", 400, True),  # SQS, JSON protocol
+        ("NotFound", 404, True),  # SNS: the subscription
+        ("ResourceNotFoundException", 400, True),
+        ("AccessDenied", 403, False),
+        ("RequestThrottled", 400, False),
+        ("InternalError", 500, False),
+    ],
+)
+def test_queue_gone_is_decided_by_the_error_code(code: str, status: int, gone: bool) -> None:
+    """queue_gone (the listener's and the sweep's one test) is true for SQS's and SNS's does-not-exist errors only."""
+    from agent.upstream.calls import translate
+    from agent.upstream.events import queue_gone
+
+    error = ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},  # type: ignore[typeddict-item]
+        "ReceiveMessage",
+    )
+    assert queue_gone(translate(error, service="SQS")) is gone

@@ -12,6 +12,7 @@ from agent.cache.planner import (
     BATCH_GET_SECRET_VALUE,
     DESCRIBE_SECRET,
     HOLD_SECONDS,
+    LIST_SECRET_VERSION_IDS,
     LIST_SECRETS,
     Planner,
 )
@@ -51,6 +52,12 @@ def test_alone_lists_at_the_configured_interval() -> None:
     """One agent with 20 secrets lists them in one ListSecrets call per configured interval."""
     plan = planner(1).plan(20)
     assert (plan.how, plan.interval, plan.calls, plan.stretched) == ("list", 30.0, 1, False)
+
+
+def test_history_seeding_budget_is_the_fleets_share_of_50_per_second() -> None:
+    """ListSecretVersionIds (history seeding's spacing) is budgeted at the share of 50/s: 100 agents, 0.25/s each."""
+    assert planner(100).budget(LIST_SECRET_VERSION_IDS) == pytest.approx(0.25)
+    assert planner(1, share=0.2).budget(LIST_SECRET_VERSION_IDS) == pytest.approx(10.0)
 
 
 def test_list_kept_while_the_fleet_fits_the_list_budget() -> None:
