@@ -231,9 +231,10 @@ class Planner:
         Each agent then makes a DescribeSecret and a GetSecretValue. GetSecretValue's bucket
         holds one second of quota; the fleet takes its share of that burst at once and
         spreads the rest at its share of the rate: ``fleet_size / (quota * quota_share) - 1``
-        seconds (none for a fleet whose re-reads fit in its share of the burst).
+        seconds (none for a fleet whose re-reads fit in its share of the burst), with the fleet
+        size throttling taught if that is larger than the hint.
         """
-        window = self.fleet_size / (self.quotas[GET_SECRET_VALUE] * self.quota_share) - 1
+        window = self.effective_size() / (self.quotas[GET_SECRET_VALUE] * self.quota_share) - 1
         return self._rng.uniform(0, window) if window > 0 else 0.0
 
     def jittered(self, interval: float) -> float:

@@ -109,6 +109,16 @@ def test_event_handling_spread_over_the_fleets_burst() -> None:
     assert all(0 <= delay < 19.0 for delay in delays) and max(delays) > 10.0
 
 
+def test_event_spreading_follows_a_fleet_size_taught_by_throttling() -> None:
+    """An agent told it is alone but throttled learns the fleet is larger, and spreads its event re-reads too."""
+    chooser = planner(1, share=0.01)  # alone, its re-reads fit: no spread
+    assert chooser.event_delay() == 0.0
+    chooser.plan(20)  # one ListSecrets per 30 s
+    chooser.note_throttled(LIST_SECRETS)  # ...overran 100/s: at least 3,000 agents, whose re-reads need 29 s
+    delays = [chooser.event_delay() for _ in range(50)]
+    assert all(0 <= delay < 29.0 for delay in delays) and max(delays) > 15.0
+
+
 def test_throttled_list_is_held_then_tried_again() -> None:
     """A throttled ListSecrets is planned around for a hold that doubles while it keeps throttling."""
     clock = Clock()
