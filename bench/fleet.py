@@ -340,6 +340,7 @@ class OurAgent:
                     self.planner.note_throttled(LIST_SECRETS)
                     replanned = self.planner.plan(SECRETS, 1)  # listing held: describe now only if it fits
                     if replanned.stretched or replanned.how != "describe":
+                        self.planner.hold_for(LIST_SECRETS, 2 * replanned.interval)  # the next pass describes
                         self.finish(True, replanned.interval)
                     else:
                         self.describe_all(replanned.interval)

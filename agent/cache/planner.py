@@ -187,6 +187,10 @@ class Planner:
         self._holds[operation] = (hold, now)
         self._held_until[operation] = now + hold
 
+    def hold_for(self, operation: str, seconds: float) -> None:
+        """Keep ``operation`` held for at least ``seconds`` more (a throttle's doubling is left as it was)."""
+        self._held_until[operation] = max(self._held_until.get(operation, 0.0), self._clock() + seconds)
+
     # ------------------------------------------------------------------ passes
 
     def plan(self, cached: int, list_calls: int | None = None) -> PassPlan:

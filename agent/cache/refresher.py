@@ -283,6 +283,9 @@ class Refresher:
                 # Planned again with listing held (and the fleet size the throttle implies): describe
                 # now only if that fits this interval; else the next pass, at the stretched interval.
                 if (plan := self._plan_pass(len(arns))).stretched or plan.how != "describe":
+                    # Listing stays held past the next pass (its wait is at most the staleness bound): were the
+                    # hold over first, that pass would list (and throttle) again, and no pass would ever describe.
+                    self._planner.hold_for(LIST_SECRETS, 2 * plan.interval)
                     log.warning("list_throttled_waiting", cached=len(arns), retry_in=round(plan.interval, 1))
                     return
                 log.warning("list_throttled_describing", cached=len(arns))

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ MIN_FAILURE_RECORDS = 1000
 Flight = tuple[str, ...]
 
 
-@dataclass(slots=True)  # one per cached version
+@dataclass(slots=True, weakref_slot=True)  # one per cached version; a kept FreshHit refers to it weakly
 class Entry:
     """A cached version, when upstream last vouched for it, and a recorded hard failure."""
 
@@ -91,8 +92,16 @@ class FreshHit:
     secret_id: str  # as asked
     arn: str
     key: str
-    entry: Entry
+    # Weak: a hit kept (the hot path's tickets) must not keep an evicted or replaced value alive.
+    entry_ref: weakref.ref[Entry]
     expires: bool  # False for a version id: a version never changes, so it ages without expiring
+
+    @property
+    def entry(self) -> Entry:
+        """The entry; alive while :meth:`SecretCache.age_of` gives the hit an age (the cache holds it)."""
+        entry = self.entry_ref()
+        assert entry is not None, "a hit used after age_of ended it"
+        return entry
 
     @property
     def value(self) -> SecretValue:
@@ -266,7 +275,7 @@ class SecretCache:
         entry: Entry | None = self._store._cache.get(key)
         if entry is None:
             return None
-        hit = FreshHit(secret_id, arn, key, entry, expires=selector.version_id is None)
+        hit = FreshHit(secret_id, arn, key, weakref.ref(entry), expires=selector.version_id is None)
         return hit if self.age_of(hit) is not None else None
 
     def age_of(self, hit: FreshHit) -> float | None:
@@ -276,8 +285,8 @@ class SecretCache:
         entry was replaced (a confirmation, a rotation, an eviction), a failure
         was recorded on it, or (a stage) it aged past the TTL.
         """
-        entry = hit.entry
-        if entry.error is not None or self._store._cache.get(hit.key) is not entry:
+        entry = hit.entry_ref()
+        if entry is None or entry.error is not None or self._store._cache.get(hit.key) is not entry:
             return None
         if self._aliases.get(hit.secret_id) != hit.arn:
             return None

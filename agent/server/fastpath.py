@@ -78,7 +78,8 @@ if TYPE_CHECKING:
 # Past this much unsent response data, the hot path steps aside: aiohttp applies back-pressure.
 MAX_WRITE_BUFFER = 64 * 1024
 # Reads remembered per connection, each keyed by its request bytes: a few secrets read in turn, and
-# never much memory (at most 4 KiB of requests per connection, 1,600 connections by default).
+# never much memory (at most 4 KiB of requests per connection, 1,600 connections by default; no value:
+# a ticket refers to its cache entry weakly, so an evicted or replaced value is freed at once).
 MAX_TICKETS = 4
 MAX_TICKET_REQUEST = 1024
 # A request longer than this is aiohttp's (its line and field limits are 8190 bytes each).

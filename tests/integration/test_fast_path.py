@@ -17,8 +17,10 @@ connection it hands off stays with aiohttp.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
+from agent.core.types import CURRENT
 from agent.dev.emulator import MotoServer
 from tests.support.agent import TOKEN, AgentHandle, serve_agent
 from tests.support.configs import write_token
@@ -588,3 +591,24 @@ async def test_reads_alternating_on_one_connection_each_get_their_own_value(pair
         bodies = [json.loads((await conn.send(data)).body)["SecretString"] for data in (plain, other) * 3]
         assert bodies == ["plain-value", "shared-value"] * 3
         assert await answered(agent) == before + 6
+
+
+async def test_a_kept_connection_holds_no_evicted_value(moto: MotoServer, short_tmp: Path, secrets: Secrets) -> None:
+    """A value the cache evicted is freed though a connection that once read it is still in use (tickets keep none)."""
+    async with serve_agent(
+        moto.url, short_tmp, cache__max_entries=1, cache__ttl_seconds=3600, refresh__mode="ttl"
+    ) as agent:
+        read = request("/v1/app/plain")
+        assert (await agent.get("/v1/app/plain")).status == 200  # cached
+        async with KeptConnection.to(agent) as conn:
+            before = await answered(agent)
+            assert (await conn.send(read)).status == 200
+            assert await answered(agent) == before + 1  # the hot path's: the connection has a ticket for it
+            entry = await agent.started.components.cache.peek("app/plain", CURRENT)
+            assert entry is not None
+            held = weakref.ref(entry.value)
+            del entry
+            assert (await agent.get("/v1/shared/x")).status == 200  # one entry at most: app/plain is evicted
+            assert (await conn.send(request("/ping", token=None))).status == 200  # the connection lives on
+            gc.collect()
+            assert held() is None

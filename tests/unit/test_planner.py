@@ -281,3 +281,19 @@ async def test_list_throttled_pass_waits_when_describing_all_would_overrun_the_b
     source.calls.clear()
     await refresher.poll_once()  # listing held: the stretched describe plan runs
     assert sum(n for key, n in source.calls.items() if key.startswith("describe:")) == 20
+
+
+async def test_list_throttled_waits_never_starve_the_describe_pass() -> None:
+    """A pass that waited after a throttled list describes next, even when its stretched wait outlasts the hold."""
+    source = ThrottlingSource()
+    names = names_in(source, 20)
+    clock = Clock()
+    # Events on, 1,000,000 agents: listing every 20,000 s; after a throttle, describing needs ~2,000 s per pass,
+    # longer than the 300 s ListSecrets hold, so a later pass would plan listing again (and throttle again).
+    _cache, refresher, metrics = build(source, names, planner(1_000_000, clock=clock, events=True))
+    await refresher.prefetch()
+    source.throttle_list = True
+    for _ in range(3):
+        await refresher.poll_once()
+        clock.now += metrics.refresh_interval._value.get() * 1.1  # the longest jittered wait
+    assert sum(n for key, n in source.calls.items() if key.startswith("describe:")) >= 20
