@@ -87,9 +87,10 @@ class AgentRequestHandler(RequestHandler):
         else:  # the class name only: a parser error's text quotes the request's bytes
             manager = self._manager
             request_log = manager.request_log if isinstance(manager, AgentServer) else None
-            # A scanner's garbage must not flood the log: capped per status like request lines.
-            if request_log is None or request_log.may_write("malformed", status, "-"):
-                log.info("malformed_request", status=status, error=type(exc).__name__ if exc is not None else None)
+            # A scanner's garbage must not flood the log: capped per status like request lines
+            # (past the cap at debug, as they are).
+            report = log.info if request_log is None or request_log.may_write("malformed", status, "-") else log.debug
+            report("malformed_request", status=status, error=type(exc).__name__ if exc is not None else None)
         response = web.Response(
             status=status, body=_MALFORMED if status < 500 else _INTERNAL, content_type="application/json"
         )
