@@ -103,7 +103,7 @@ class AgentHandle:
                     total += sample.value
         return total
 
-    async def wait_ready(self, timeout: float = 15.0) -> None:
+    async def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until /readyz answers 200."""
 
         async def ready() -> bool:
@@ -111,7 +111,7 @@ class AgentHandle:
 
         await eventually(ready, timeout=timeout, message="the agent to become ready")
 
-    async def wait_for_poll_passes(self, count: int, timeout: float = 15.0) -> None:
+    async def wait_for_poll_passes(self, count: int, timeout: float = 30.0) -> None:
         """Wait until ``count`` more change-detection passes have completed, counting from now."""
         metric = "secrets_agent_poll_passes_total"
         target = await self.metric(metric) + count
@@ -222,7 +222,7 @@ class AgentProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
-    def wait_for(self, needle: str, timeout: float = 20.0) -> str:
+    def wait_for(self, needle: str, timeout: float = 30.0) -> str:
         """The first output line containing ``needle``; fails at once if the process exits before it."""
 
         def line_with_needle() -> str | None:
