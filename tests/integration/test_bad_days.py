@@ -90,9 +90,10 @@ async def test_ten_thousand_failing_ids_cost_no_memory(sm: Any, proxy: FaultProx
     port = free_port()
     proc = agent_process(
         ["run", "--http-port", str(port), "--endpoint-url", proxy.url, "--region", "us-east-1", "--log-level", "error"],
-        {"SECRETS_AGENT_AWS_MAX_ATTEMPTS": "1"},
+        # A read deadline far above any stall of a loaded machine: every read is the upstream's 502, never a 504.
+        {"SECRETS_AGENT_AWS_MAX_ATTEMPTS": "1", "SECRETS_AGENT_CACHE_READ_DEADLINE_SECONDS": "30"},
     )
-    await eventually(lambda: answers_ping(port), timeout=20, message="the agent to listen")  # logs errors only
+    await eventually(lambda: answers_ping(port), timeout=30, message="the agent to listen")  # logs errors only
     warm = await read_all(port, [f"/v1/warm/{i}" for i in range(1500)])
     assert set(warm) == {502}
     before = rss_kib(proc.process.pid)
@@ -117,11 +118,11 @@ async def test_hung_upstream_costs_readers_no_time(sm: Any, proxy: FaultProxy, r
         await agent.wait_ready()
         on_secrets_manager(proxy, Fault("*", "hang"))
         await asyncio.sleep(1.2)  # deliberate: let the 1 s TTL lapse
-        stale = await asyncio.wait_for(agent.get("/value/hung/s"), 3)
+        stale = await asyncio.wait_for(agent.get("/value/hung/s"), 15)
         assert (stale.status, stale.text, stale.headers["X-Cache"]) == (200, "cached", "revalidating")
-        again = await asyncio.wait_for(agent.get("/value/hung/s"), 3)  # the revalidation is still hung
+        again = await asyncio.wait_for(agent.get("/value/hung/s"), 15)  # the revalidation is still hung
         assert (again.status, again.text) == (200, "cached")
-        miss = await asyncio.wait_for(agent.get("/value/hung/other"), 5)
+        miss = await asyncio.wait_for(agent.get("/value/hung/other"), 15)
         assert miss.status == 504 and miss.json()["__type"] == "RequestTimeout"
 
 
