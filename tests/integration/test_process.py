@@ -259,7 +259,7 @@ async def test_token_file_rotation_without_restart(
     async def new_token_accepted() -> bool:
         return (await fetch(url, token="second-token-value"))[0] == 200
 
-    await eventually(new_token_accepted, timeout=4, interval=0.1, message="the replaced token file to be read")
+    await eventually(new_token_accepted, timeout=30, interval=0.1, message="the replaced token file to be read")
     assert (await fetch(url, token="second-token-value"))[0] == 200
     assert (await fetch(url, token="first-token-value"))[0] == 403
     assert "second-token-value" not in proc.output and "first-token-value" not in proc.output
