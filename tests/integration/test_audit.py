@@ -33,7 +33,7 @@ from tests.support.waiting import eventually
 StartProcess = Callable[..., AgentProcess]
 REFUSED = {"__type": "AuditUnavailableException", "message": "the read could not be audited"}
 CANARY = "audit-canary-value"
-TIMEOUT = aiohttp.ClientTimeout(total=10)
+TIMEOUT = aiohttp.ClientTimeout(total=30)  # a hang guard
 
 
 def agent_args(endpoint: str, port: int, config: Path) -> list[str]:
