@@ -139,7 +139,10 @@ def agent_settings(
     environ: dict[str, str] | None = None,
     **overrides: Any,
 ) -> Any:
-    """Settings for a test agent: free port, the test token, fast upstream timeouts.
+    """Settings for a test agent: free port, the test token, one attempt per upstream call.
+
+    The upstream read timeout and the read deadline are hang guards here (10 s), far above what
+    moto takes even on a loaded machine: a test about timeouts sets its own, shorter, values.
 
     ``config`` is TOML text (for [[clients]] and friends) written next to the socket.
     """
@@ -147,7 +150,8 @@ def agent_settings(
         "server.http_port": free_port(),
         "aws.endpoint_url": endpoint,
         "aws.region": REGION,
-        "aws.read_timeout_seconds": 2,
+        "aws.read_timeout_seconds": 10,
+        "cache.read_deadline_seconds": 10,
         "aws.max_attempts": 1,
         "log.format": "json",
     }
