@@ -90,6 +90,9 @@ async def test_ttl_mode_revalidates_on_read(sm: Any, proxy: FaultProxy, run_agen
         # A 2 s TTL: the steps that must fall inside one (a read after the confirmation, a moto
         # PutSecretValue and a read) keep their margin when a loaded machine stalls the loop.
         await agent.wait_ready()
+        # The rotation history's one-off seed (one ListSecretVersionIds after prefetch) is not the refresher's;
+        # a loaded machine can delay it past readiness, into the window below: it is awaited first.
+        await eventually(lambda: proxy.calls["ListSecretVersionIds"] == 1, message="the history seed")
         before = sum(proxy.calls.values())
         await asyncio.sleep(2.2)  # deliberate: past the 2 s TTL, long enough for background calls to show
         assert sum(proxy.calls.values()) == before  # nothing in the background
