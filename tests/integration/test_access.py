@@ -192,7 +192,7 @@ async def test_poll_rotation_is_audited(sm: Any, moto: MotoServer, run_agent: Ag
         async def rotated() -> bool:
             return (await agent.get("/value/billing/db", token=BILLING)).text == "two"
 
-        await eventually(rotated, timeout=5, interval=0.1, message="the agent to serve the rotated value")
+        await eventually(rotated, timeout=30, interval=0.1, message="the agent to serve the rotated value")
     rotations = [json.loads(line) for line in audit.read_text().splitlines() if '"rotation"' in line]
     assert [r["how"] for r in rotations] == ["poll"]
 

@@ -33,7 +33,7 @@ from tests.support.waiting import eventually
 StartProcess = Callable[..., AgentProcess]
 REFUSED = {"__type": "AuditUnavailableException", "message": "the read could not be audited"}
 CANARY = "audit-canary-value"
-TIMEOUT = aiohttp.ClientTimeout(total=10)
+TIMEOUT = aiohttp.ClientTimeout(total=30)  # a hang guard
 
 
 def agent_args(endpoint: str, port: int, config: Path) -> list[str]:
@@ -187,7 +187,7 @@ async def test_failed_reopen_shows_until_a_reopen_succeeds(
     await wait_ready(base)
     shutil.rmtree(directory)
     proc.process.send_signal(signal.SIGHUP)
-    await asyncio.to_thread(proc.wait_for, '"audit_reopen_failed"', 10)
+    await asyncio.to_thread(proc.wait_for, '"audit_reopen_failed"', 30)
     status, body = await fetch(base + "/readyz", token=None)
     assert (status, body.decode()) == (503, "not ready: audit trail: reopen failed: No such file or directory")
     assert await metric(base, "secrets_agent_audit_failures_total", kind="reopen") == 1
@@ -199,7 +199,7 @@ async def test_failed_reopen_shows_until_a_reopen_succeeds(
         assert (status, body) == (200, CANARY.encode())
     directory.mkdir()
     proc.process.send_signal(signal.SIGHUP)
-    await asyncio.to_thread(proc.wait_for, '"audit_reopened"', 10)
+    await asyncio.to_thread(proc.wait_for, '"audit_reopened"', 30)
     await wait_ready(base)
     assert await metric(base, "secrets_agent_audit_healthy") == 1
     assert await fetch(url) == (200, CANARY.encode())
@@ -224,7 +224,7 @@ async def test_reopen_onto_a_symlink_fails_and_leaves_its_target_alone(
     audit.rename(tmp_path / "audit.log.1")
     audit.symlink_to(target)
     proc.process.send_signal(signal.SIGHUP)
-    await asyncio.to_thread(proc.wait_for, '"audit_reopen_failed"', 10)
+    await asyncio.to_thread(proc.wait_for, '"audit_reopen_failed"', 30)
     status, body = await fetch(base + "/readyz", token=None)
     assert status == 503 and "symbolic link" in body.decode()
     status, body = await fetch(url)

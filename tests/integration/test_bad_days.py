@@ -58,6 +58,23 @@ async def read_all(port: int, paths: list[str], concurrency: int = 16) -> list[i
     return statuses
 
 
+def requests_read(port: int, count: int) -> bool:
+    """``count`` connections to ``port`` accepted, with every byte sent on them read (Linux's /proc/net/tcp).
+
+    For a listening socket the rx_queue column is its accept queue; for a connected one, bytes not yet read.
+    """
+    accepted = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state, queues = line.split()[1], line.split()[3], line.split()[4]
+        if int(local.rpartition(":")[2], 16) != port:
+            continue
+        waiting = int(queues.partition(":")[2], 16)
+        if waiting:
+            return False  # a connection not accepted yet, or a request not read yet
+        accepted += state == "01"  # ESTABLISHED
+    return accepted >= count
+
+
 async def answers_ping(port: int) -> bool:
     try:
         async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/ping") as reply:
@@ -73,9 +90,10 @@ async def test_ten_thousand_failing_ids_cost_no_memory(sm: Any, proxy: FaultProx
     port = free_port()
     proc = agent_process(
         ["run", "--http-port", str(port), "--endpoint-url", proxy.url, "--region", "us-east-1", "--log-level", "error"],
-        {"SECRETS_AGENT_AWS_MAX_ATTEMPTS": "1"},
+        # A read deadline far above any stall of a loaded machine: every read is the upstream's 502, never a 504.
+        {"SECRETS_AGENT_AWS_MAX_ATTEMPTS": "1", "SECRETS_AGENT_CACHE_READ_DEADLINE_SECONDS": "30"},
     )
-    await eventually(lambda: answers_ping(port), timeout=20, message="the agent to listen")  # logs errors only
+    await eventually(lambda: answers_ping(port), timeout=30, message="the agent to listen")  # logs errors only
     warm = await read_all(port, [f"/v1/warm/{i}" for i in range(1500)])
     assert set(warm) == {502}
     before = rss_kib(proc.process.pid)
@@ -100,11 +118,11 @@ async def test_hung_upstream_costs_readers_no_time(sm: Any, proxy: FaultProxy, r
         await agent.wait_ready()
         on_secrets_manager(proxy, Fault("*", "hang"))
         await asyncio.sleep(1.2)  # deliberate: let the 1 s TTL lapse
-        stale = await asyncio.wait_for(agent.get("/value/hung/s"), 3)
+        stale = await asyncio.wait_for(agent.get("/value/hung/s"), 15)
         assert (stale.status, stale.text, stale.headers["X-Cache"]) == (200, "cached", "revalidating")
-        again = await asyncio.wait_for(agent.get("/value/hung/s"), 3)  # the revalidation is still hung
+        again = await asyncio.wait_for(agent.get("/value/hung/s"), 15)  # the revalidation is still hung
         assert (again.status, again.text) == (200, "cached")
-        miss = await asyncio.wait_for(agent.get("/value/hung/other"), 5)
+        miss = await asyncio.wait_for(agent.get("/value/hung/other"), 15)
         assert miss.status == 504 and miss.json()["__type"] == "RequestTimeout"
 
 
@@ -123,15 +141,31 @@ async def test_sigterm_with_hung_upstream_answers_everyone_and_exits(
         },
     )
     await asyncio.to_thread(proc.wait_for, '"listening"')
-    readers = asyncio.create_task(read_all(port, [f"/v1/waiting/{i}" for i in range(20)], concurrency=20))
-    deadline = asyncio.get_running_loop().time() + 10
-    while proxy.calls["GetSecretValue"] < 10:  # the reads are waiting upstream (the pool runs 10 at a time)
-        assert asyncio.get_running_loop().time() < deadline, "the reads did not reach upstream"
-        await asyncio.sleep(0.05)
-    proc.process.send_signal(signal.SIGTERM)
-    statuses = await asyncio.wait_for(readers, 10)
-    assert sorted(statuses) == [503] * 20
-    assert await asyncio.to_thread(proc.stop, None, 10) == 0  # exits on its own; killed (and failed) otherwise
+    connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
+    try:
+        for i, (_, writer) in enumerate(connections):
+            writer.write(
+                f"GET /v1/waiting/{i} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"X-Aws-Parameters-Secrets-Token: {TOKEN}\r\nConnection: close\r\n\r\n".encode()
+            )
+            await writer.drain()  # in the kernel: on the agent's socket, read or not
+        # SIGTERM only once the agent holds every request: a connection still in its accept queue, or
+        # one whose bytes it has not read, is not a request yet (a loaded machine leaves some there).
+        await eventually(
+            lambda: requests_read(port, 20), timeout=30, message="the agent to accept and read the 20 requests"
+        )
+        await eventually(
+            lambda: proxy.calls["GetSecretValue"] >= 10,  # the reads are waiting upstream (the pool runs 10 at a time)
+            timeout=30,
+            message="the reads to reach upstream",
+        )
+        proc.process.send_signal(signal.SIGTERM)
+        answers = await asyncio.wait_for(asyncio.gather(*(reader.read() for reader, _ in connections)), 30)
+    finally:
+        for _, writer in connections:
+            writer.close()
+    assert sorted(answer.split(b" ", 2)[1] for answer in answers) == [b"503"] * 20
+    assert await asyncio.to_thread(proc.stop, None, 20) == 0  # exits on its own; killed (and failed) otherwise
 
 
 async def test_missing_secret_is_not_passed_to_aws_one_to_one(

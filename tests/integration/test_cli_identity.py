@@ -78,8 +78,8 @@ async def test_wait_reports_a_timeout_when_the_agent_answers_but_is_not_ready(
 ) -> None:
     """An agent that answers but stays not ready makes `wait` exit 14 (timed out), not 12 (unreachable)."""
     sm.create_secret(Name="ops/slow", SecretString="s")
-    proxy.add(Fault("BatchGetSecretValue", "delay", seconds=8))  # prefetch outlasts the wait below
-    async with run_agent(proxy.url, aws__read_timeout_seconds=20, prefetch__secrets=["ops/slow"]) as agent:
+    proxy.add(Fault("BatchGetSecretValue", "delay", seconds=30))  # prefetch outlasts the wait below, however slow
+    async with run_agent(proxy.url, aws__read_timeout_seconds=60, prefetch__secrets=["ops/slow"]) as agent:
         env = {"SECRETS_AGENT_SERVER_HTTP_PORT": str(agent.started.tcp[1])}
         waited = await asyncio.to_thread(run_cli, ["wait", "--timeout", "1"], env)
     assert waited.returncode == 14, waited.stderr

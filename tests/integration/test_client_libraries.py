@@ -20,7 +20,7 @@ from tests.support.agent import AgentFactory, sdk_client
 from tests.support.configs import write_token
 from tests.support.faultproxy import FaultProxy
 
-BOUND = 15.0  # seconds a rotation may take to reach the client here (ttl 1 s, refresh 1 s)
+BOUND = 30.0  # a hang guard for a rotation to reach the client (ttl 1 s, refresh 1 s; ~1.5 s unloaded)
 
 
 async def sees(read: Any, expected: str) -> None:

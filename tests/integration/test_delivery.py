@@ -88,7 +88,7 @@ async def test_wait(sm: Any, moto: MotoServer, run_agent: AgentFactory) -> None:
     assert nobody.returncode == 12
 
 
-async def wait_for_lines(path: Path, count: int, timeout: float = 10.0) -> list[str]:
+async def wait_for_lines(path: Path, count: int, timeout: float = 30.0) -> list[str]:
     """The lines of ``path`` once it has at least ``count`` of them."""
 
     def enough_lines() -> list[str] | None:
@@ -158,7 +158,7 @@ async def test_exec_restarts_child_on_rotation_and_forwards_signals(
             environ = Path(f"/proc/{process.pid}/environ").read_bytes()
             assert b"first-pw" not in environ
             sm.put_secret_value(SecretId="exec/rot", SecretString='{"password":"second-pw"}')
-            assert (await wait_for_lines(notes, 2, timeout=15))[1] == "START second-pw"
+            assert (await wait_for_lines(notes, 2, timeout=30))[1] == "START second-pw"
             process.send_signal(signal.SIGTERM)
             _, err = await asyncio.wait_for(process.communicate(), 20)
         finally:
@@ -182,7 +182,7 @@ async def test_exec_signal_mode(sm: Any, moto: MotoServer, run_agent: AgentFacto
         try:
             await wait_for_lines(notes, 1)
             sm.put_secret_value(SecretId="exec/sig", SecretString='{"password":"b"}')
-            lines = await wait_for_lines(notes, 2, timeout=15)
+            lines = await wait_for_lines(notes, 2, timeout=30)
             assert lines == ["START a", "HUP a"]  # same process, told to reload
         finally:
             process.send_signal(signal.SIGTERM)
@@ -241,7 +241,7 @@ async def test_templates_render_atomically_and_only_on_change(
         sm.put_secret_value(SecretId="tpl/db", SecretString='{"user":"app","password":"p2"}')
         await eventually(
             lambda: "password=p2" in destination.read_text(),
-            timeout=10,
+            timeout=30,
             interval=0.1,
             message="the rotated password in the rendered file",
         )
@@ -299,9 +299,10 @@ async def test_sd_notify(sm: Any, moto: MotoServer, run_agent: AgentFactory, sho
                 drain()
                 return any("READY=1" in m for m in messages) and sum("WATCHDOG=1" in m for m in messages) >= 2
 
-            # The deadline is two WATCHDOG_USEC periods: systemd expects a ping within each one.
+            # A hang guard, not the watchdog's deadline: a loaded machine stalls this loop (the agent's too)
+            # past two 0.4 s periods. tests/unit/test_notify.py pins the ping interval with a fake sleep.
             await eventually(
-                ready_and_two_watchdogs, timeout=0.8, message=lambda: f"READY=1, 2 x WATCHDOG=1 in {messages}"
+                ready_and_two_watchdogs, timeout=30, message=lambda: f"READY=1, 2 x WATCHDOG=1 in {messages}"
             )
             assert any("READY=1" in m for m in messages)
             assert sum("WATCHDOG=1" in m for m in messages) >= 2

@@ -73,7 +73,7 @@ async def test_demo_serves_rotates_and_cleans_up() -> None:
                 async with tcp.get(f"{base}/v1/demo/api-key?refreshNow=true") as reply:
                     return bool((await reply.json())["VersionId"] != first)
 
-            await eventually(rotated, timeout=15, interval=0.2, message="rotation did not happen")
+            await eventually(rotated, timeout=30, interval=0.2, message="rotation did not happen")
         async with (
             aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=sock), headers=headers) as unix,
             unix.get("http://localhost/value/demo/db?field=username") as reply,

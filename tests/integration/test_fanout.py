@@ -49,7 +49,7 @@ async def filter_names(sns: Any, topic: str, wanted: set[str], count: int = 1) -
                 found.append(attributes)
         return found if len(found) == count else None
 
-    result = await eventually(ready, timeout=15, interval=0.2, message=f"{count} subscriptions filtering for {wanted}")
+    result = await eventually(ready, timeout=30, interval=0.2, message=f"{count} subscriptions filtering for {wanted}")
     return result
 
 
@@ -89,14 +89,14 @@ async def test_own_queue_subscribed_filtered_and_removed_on_stop(
         async def ignored() -> bool:
             return await agent.metric("secrets_agent_event_messages_total", outcome="ignored") == 1
 
-        await eventually(ignored, timeout=10, interval=0.1, message="the look-alike event to be ignored")
+        await eventually(ignored, timeout=30, interval=0.1, message="the look-alike event to be ignored")
 
         def queue_empty() -> bool:
             names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
             counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
             return sum(int(counts[name]) for name in names) == 0
 
-        await eventually(queue_empty, timeout=10, interval=0.1, message="the ignored message to be deleted")
+        await eventually(queue_empty, timeout=30, interval=0.1, message="the ignored message to be deleted")
     assert subscriptions(sns, topic) == []
     assert queues(sqs) == []
 
@@ -115,7 +115,7 @@ async def test_filter_follows_secrets_cached_later(sm: Any, moto: MotoServer, ru
         await filter_names(sns, topic, {"late/key"})
         sm.put_secret_value(SecretId="late/key", SecretString="new")
         sns.publish(TopicArn=topic, Message=eventbridge_message("PutSecretValue", arn))
-        await wait_for_value(agent, "/value/late/key", "new", timeout=10)
+        await wait_for_value(agent, "/value/late/key", "new", timeout=30)
 
 
 async def test_past_snss_limit_every_event_is_delivered(sm: Any, moto: MotoServer, run_agent: AgentFactory) -> None:
@@ -141,10 +141,10 @@ async def test_past_snss_limit_every_event_is_delivered(sm: Any, moto: MotoServe
             ]
             return [json.loads(policy) for policy in policies] == [{"source": ["aws.secretsmanager"]}]
 
-        await eventually(unfiltered, timeout=15, interval=0.2, message="the filter to give way to every event")
+        await eventually(unfiltered, timeout=30, interval=0.2, message="the filter to give way to every event")
         sm.put_secret_value(SecretId=names[-1], SecretString="new")
         sns.publish(TopicArn=topic, Message=eventbridge_message("PutSecretValue", arns[-1]))
-        await wait_for_value(agent, f"/value/{names[-1]}", "new", timeout=10)
+        await wait_for_value(agent, f"/value/{names[-1]}", "new", timeout=30)
 
 
 async def test_rotation_event_reaches_two_agents_through_one_topic(
@@ -177,8 +177,8 @@ async def test_rotation_event_reaches_two_agents_through_one_topic(
         body = eventbridge_message("UpdateSecretVersionStage", created["ARN"], arn_key="arn", secret_id="fleet/db")
         sns.publish(TopicArn=topic, Message=body)
         await asyncio.gather(
-            wait_for_value(first, "/value/fleet/db", "v2", timeout=10),
-            wait_for_value(second, "/value/fleet/db", "v2", timeout=10),
+            wait_for_value(first, "/value/fleet/db", "v2", timeout=30),
+            wait_for_value(second, "/value/fleet/db", "v2", timeout=30),
         )
         for agent in (first, second):
             assert await agent.metric("secrets_agent_rotations_total", how="event") == 1

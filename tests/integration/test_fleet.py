@@ -43,7 +43,7 @@ async def test_large_fleet_detects_rotation_with_describe_secret(
         async def rotated() -> bool:
             return (await agent.get("/value/fleet/rotated")).text == "two"
 
-        await eventually(rotated, timeout=20, message="the rotation to be detected")
+        await eventually(rotated, timeout=30, message="the rotation to be detected")
         assert proxy.calls["ListSecrets"] == 0 and proxy.calls["DescribeSecret"] >= 1
         metrics = (await agent.get("/metrics")).text
         assert 'secrets_agent_refresh_plan{plan="describe"} 1.0' in metrics

@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from agent.dev.emulator import MotoServer
 from tests.support.agent import TOKEN, AgentFactory, AgentHandle
 
-BOUND = 6.0  # seconds any single wait may take here; the timeouts under test are 1 s
+BOUND = 20.0  # seconds any single wait may take here (a hang guard): the timeouts under test are 1 s, the idle one 60 s
 
 
 async def raw(agent: AgentHandle, *, unix: bool = False) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

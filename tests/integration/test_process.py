@@ -39,7 +39,8 @@ async def test_sigterm_finishes_in_flight_and_exits_zero(
     sm.create_secret(Name="slow", SecretString="worth-waiting-for")
     proxy.add(Fault("GetSecretValue", "delay", seconds=1.0))
     port = free_port()
-    proc = agent_process(base_args(proxy.url, port))
+    # The 3 s default read deadline is no margin over a 1 s hold on a loaded machine: the read would be a 504.
+    proc = agent_process(base_args(proxy.url, port), {"SECRETS_AGENT_CACHE_READ_DEADLINE_SECONDS": "30"})
     await asyncio.to_thread(proc.wait_for, '"listening"')
     in_flight = asyncio.create_task(fetch(f"http://127.0.0.1:{port}/value/slow"))
     await eventually(lambda: proxy.calls["GetSecretValue"] >= 1, message="the read to reach upstream (held 1 s there)")
@@ -259,7 +260,7 @@ async def test_token_file_rotation_without_restart(
     async def new_token_accepted() -> bool:
         return (await fetch(url, token="second-token-value"))[0] == 200
 
-    await eventually(new_token_accepted, timeout=4, interval=0.1, message="the replaced token file to be read")
+    await eventually(new_token_accepted, timeout=30, interval=0.1, message="the replaced token file to be read")
     assert (await fetch(url, token="second-token-value"))[0] == 200
     assert (await fetch(url, token="first-token-value"))[0] == 403
     assert "second-token-value" not in proc.output and "first-token-value" not in proc.output

@@ -44,7 +44,7 @@ async def test_status_stale_exits_five(sm: Any, proxy: FaultProxy, run_agent: Ag
         await agent.wait_ready()
         proxy.add(Fault("*", "error", status=503, code="ServiceUnavailable"))
         await eventually(
-            lambda: _stale(agent), timeout=20, interval=0.1, message="cli/stale to be stale while upstream fails"
+            lambda: _stale(agent), timeout=30, interval=0.1, message="cli/stale to be stale while upstream fails"
         )
         result = await asyncio.to_thread(run_cli, ["status"], _env(agent))
     assert result.returncode == 5, result.stdout + result.stderr

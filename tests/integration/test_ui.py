@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -93,9 +92,9 @@ def _start_agent(start: Callable[..., AgentProcess], endpoint: str, secrets: lis
 
     def ready() -> bool:
         try:
-            with urllib.request.urlopen(base + "/readyz", timeout=5) as reply:
+            with urllib.request.urlopen(base + "/readyz", timeout=15) as reply:
                 return bool(reply.status == 200)
-        except urllib.error.URLError:
+        except OSError:  # URLError, and a read that timed out (not wrapped in URLError): ask again
             return False
 
     wait_until(ready, timeout=PAGE_TIMEOUT, interval=0.2, message="the agent to become ready")

@@ -103,7 +103,7 @@ class AgentHandle:
                     total += sample.value
         return total
 
-    async def wait_ready(self, timeout: float = 15.0) -> None:
+    async def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until /readyz answers 200."""
 
         async def ready() -> bool:
@@ -111,7 +111,7 @@ class AgentHandle:
 
         await eventually(ready, timeout=timeout, message="the agent to become ready")
 
-    async def wait_for_poll_passes(self, count: int, timeout: float = 15.0) -> None:
+    async def wait_for_poll_passes(self, count: int, timeout: float = 30.0) -> None:
         """Wait until ``count`` more change-detection passes have completed, counting from now."""
         metric = "secrets_agent_poll_passes_total"
         target = await self.metric(metric) + count
@@ -139,7 +139,10 @@ def agent_settings(
     environ: dict[str, str] | None = None,
     **overrides: Any,
 ) -> Any:
-    """Settings for a test agent: free port, the test token, fast upstream timeouts.
+    """Settings for a test agent: free port, the test token, one attempt per upstream call.
+
+    The upstream read timeout and the read deadline are hang guards here (10 s), far above what
+    moto takes even on a loaded machine: a test about timeouts sets its own, shorter, values.
 
     ``config`` is TOML text (for [[clients]] and friends) written next to the socket.
     """
@@ -147,7 +150,8 @@ def agent_settings(
         "server.http_port": free_port(),
         "aws.endpoint_url": endpoint,
         "aws.region": REGION,
-        "aws.read_timeout_seconds": 2,
+        "aws.read_timeout_seconds": 10,
+        "cache.read_deadline_seconds": 10,
         "aws.max_attempts": 1,
         "log.format": "json",
     }
@@ -222,7 +226,7 @@ class AgentProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
-    def wait_for(self, needle: str, timeout: float = 20.0) -> str:
+    def wait_for(self, needle: str, timeout: float = 30.0) -> str:
         """The first output line containing ``needle``; fails at once if the process exits before it."""
 
         def line_with_needle() -> str | None:

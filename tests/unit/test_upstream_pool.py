@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from agent.core.errors import UpstreamClosed
 from agent.upstream.calls import UpstreamCalls
 from agent.upstream.pool import DaemonPool
+from tests.support.waiting import wait_until
 
 
 async def test_calls_run_in_daemon_threads_and_stop_at_close() -> None:
@@ -37,14 +37,12 @@ def test_pool_is_bounded_and_cancels_queued_work_on_shutdown() -> None:
         with lock:
             running += 1
             peak = max(peak, running)
-        gate.wait(5)
+        gate.wait(30)  # a hang guard: the test sets it
         with lock:
             running -= 1
 
     futures = [pool.submit(work) for _ in range(5)]
-    deadline = time.monotonic() + 5
-    while running < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: running >= 2, timeout=30, interval=0.01, message="two workers to start")
     pool.shutdown(wait=False, cancel_futures=True)
     gate.set()
     for future in futures[:2]:
