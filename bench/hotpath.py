@@ -183,7 +183,7 @@ async def bench(args: argparse.Namespace) -> None:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
     )
-    with MotoServer().start() as moto:
+    with MotoServer() as moto:
         sm = moto_client(moto.url)
         for i in range(1, 11):
             sm.create_secret(Name=f"bench/s{i:04d}", SecretString=secrets.token_hex(32))

@@ -43,7 +43,11 @@ class MotoServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> MotoServer:
-        """Launch the server and wait until it answers."""
+        """Launch the server and wait until it answers (once: a running server is left as it is)."""
+        if self.process is not None and self.process.poll() is None:
+            # `with MotoServer().start()` starts it again on __enter__: a second process would be
+            # launched and the first one, forgotten here, never stopped.
+            return self
         try:
             import moto.server  # noqa: F401  (only checking it is installed)
         except ImportError as exc:
