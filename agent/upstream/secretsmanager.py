@@ -14,6 +14,7 @@ from typing import Any
 
 from agent.core.errors import UpstreamError
 from agent.core.types import AWSCURRENT, SecretValue, Selector
+from agent.upstream.botodata import epoch_seconds
 from agent.upstream.calls import UpstreamCalls, client_error, translate
 from agent.upstream.regions import RegionalClients, arn_region
 from agent.upstream.source import BATCH_LIMIT, LIST_PAGE_SIZE, BatchResult, SecretMeta, VersionInfo
@@ -21,20 +22,15 @@ from agent.upstream.source import BATCH_LIMIT, LIST_PAGE_SIZE, BatchResult, Secr
 
 def value_from_response(reply: dict[str, Any]) -> SecretValue:
     """Build a :class:`SecretValue` from a GetSecretValue-shaped dict."""
-    created = reply.get("CreatedDate")
     return SecretValue(
         arn=reply["ARN"],
         name=reply["Name"],
         version_id=reply["VersionId"],
         version_stages=tuple(reply.get("VersionStages") or ()),
-        created_date=created.timestamp() if created is not None else None,
+        created_date=epoch_seconds(reply.get("CreatedDate")),
         secret_string=reply.get("SecretString"),
         secret_binary=reply.get("SecretBinary"),
     )
-
-
-def _timestamp(value: Any) -> float | None:
-    return value.timestamp() if value is not None and hasattr(value, "timestamp") else None
 
 
 def rotation_schedule(rules: Any) -> str | None:
@@ -57,11 +53,11 @@ def meta_from_entry(entry: dict[str, Any]) -> SecretMeta:
         name=entry["Name"],
         versions_to_stages={k: tuple(v) for k, v in stages.items()},
         tags={t["Key"]: t.get("Value", "") for t in entry.get("Tags") or ()},
-        next_rotation=_timestamp(entry.get("NextRotationDate")),
+        next_rotation=epoch_seconds(entry.get("NextRotationDate")),
         deleted=entry.get("DeletedDate") is not None,
         rotation_enabled=entry.get("RotationEnabled") if isinstance(entry.get("RotationEnabled"), bool) else None,
         rotation_schedule=rotation_schedule(entry.get("RotationRules")),
-        last_rotated=_timestamp(entry.get("LastRotatedDate")),
+        last_rotated=epoch_seconds(entry.get("LastRotatedDate")),
     )
 
 
@@ -165,8 +161,8 @@ class SecretsManagerSource:
             VersionInfo(
                 version_id=item["VersionId"],
                 stages=tuple(item.get("VersionStages") or ()),
-                created=_timestamp(item.get("CreatedDate")),
-                last_accessed=_timestamp(item.get("LastAccessedDate")),
+                created=epoch_seconds(item.get("CreatedDate")),
+                last_accessed=epoch_seconds(item.get("LastAccessedDate")),
             )
             for item in reply.get("Versions", ())
             if isinstance(item.get("VersionId"), str)

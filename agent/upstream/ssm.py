@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from agent.core.errors import SecretNotFound, UpstreamError
+from agent.upstream.botodata import epoch_seconds
 from agent.upstream.calls import UpstreamCalls
 from agent.upstream.regions import CLIENT_CREATION
 
@@ -49,10 +50,11 @@ def split_selector(name: str) -> tuple[str, str | None]:
     return head + base, selector
 
 
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
+def _iso(moment: Any) -> str | None:
+    seconds = epoch_seconds(moment)  # a float (see botodata.epoch_or_parsed), or a datetime
+    if seconds is None:
         return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

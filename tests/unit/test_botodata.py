@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.loaders import Loader
 from botocore.regions import EndpointResolver
 
-from agent.upstream.botodata import SERVICES, TrimmedLoader, new_session, trim_endpoints
+from agent.upstream.botodata import (
+    SERVICES,
+    TrimmedLoader,
+    epoch_seconds,
+    new_session,
+    trim_endpoints,
+)
 
 BUNDLED = Path(Loader.BUILTIN_DATA_PATH) / "endpoints.json"
 
@@ -71,3 +79,30 @@ def test_sessions_share_one_loader_and_parse_endpoints_once() -> None:
     assert loader.load_data("endpoints") is second.get_component("data_loader").load_data("endpoints")
     services = {name for p in loader.load_data("endpoints")["partitions"] for name in p["services"]}
     assert services <= SERVICES
+
+
+def _parse(protocol: str, service: str, operation: str, body: bytes) -> dict[str, Any]:
+    session = new_session()
+    shape = session.get_service_model(service).operation_model(operation).output_shape
+    parser = session.get_component("response_parser_factory").create_parser(protocol)
+    return parser.parse({"status_code": 200, "headers": {}, "body": body}, shape)  # type: ignore[no-any-return]
+
+
+def test_json_timestamps_stay_epoch_seconds() -> None:
+    """Secrets Manager's (JSON) times come back as floats, not datetimes with a tzlocal each."""
+    reply = _parse("json", "secretsmanager", "GetSecretValue", json.dumps({"ARN": "a", "CreatedDate": 1.7e9}).encode())
+    assert reply["CreatedDate"] == 1.7e9 and isinstance(reply["CreatedDate"], float)
+    assert epoch_seconds(reply["CreatedDate"]) == 1.7e9
+
+
+def test_query_timestamps_are_still_datetimes() -> None:
+    """STS (query protocol) sends strings: parsed as botocore does, so credential providers get their datetime."""
+    body = (
+        b'<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult><Credentials>'
+        b"<AccessKeyId>AKIA</AccessKeyId><SecretAccessKey>s</SecretAccessKey><SessionToken>t</SessionToken>"
+        b"<Expiration>2026-12-01T04:00:00Z</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>"
+    )
+    expiration = _parse("query", "sts", "AssumeRole", body)["Credentials"]["Expiration"]
+    assert isinstance(expiration, datetime.datetime)
+    assert epoch_seconds(expiration) == datetime.datetime(2026, 12, 1, 4, tzinfo=datetime.UTC).timestamp()
+    assert epoch_seconds(None) is None

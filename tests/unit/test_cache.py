@@ -353,10 +353,14 @@ async def test_a_kept_hit_ends_when_anything_it_rests_on_changes() -> None:
     first = await cache.get("app/db", CURRENT)
     hit = cache.fresh("app/db", CURRENT)
     assert hit is not None and cache.age_of(hit) == 0
-    await cache.confirm(await source.describe("app/db"))  # a new entry: decided again from it
+    clock.now += 5
+    await cache.confirm(await source.describe("app/db"))  # vouched for as it is: the same entry, younger
+    assert cache.age_of(hit) == 0
+    source.add("app/db", "pw2", version="v2")  # a rotation moves the stages: a new entry
+    await cache.rotate(await source.describe("app/db"), await source.get_secret_value("app/db", CURRENT))
     assert cache.age_of(hit) is None
     hit = cache.fresh("app/db", CURRENT)
-    assert hit is not None and cache.age_of(hit) == 0
+    assert hit is not None and cache.age_of(hit) == 0 and hit.value.version_id == "v2"
     await cache.fail(first.value.arn, SecretNotFound("gone"))
     assert cache.age_of(hit) is None and cache.fresh("app/db", CURRENT) is None
     await cache.forget(first.value.arn)
