@@ -34,8 +34,8 @@ line) and its response carries the same status, headers and body; the
 differential test (``tests/integration/test_fast_path.py``) pins that.
 
 Clients repeat themselves: a connection sending the same bytes as a read it
-had answered (one of its last few) is neither parsed nor decided again while what the decision
-rests on holds (a :class:`_Ticket`: the same caller identification, the same
+had answered (one of its last few) is neither parsed nor decided again while
+what the decision rests on holds (a :class:`_Ticket`: the same caller identification, the same
 fresh cache entry; policies are fixed for the run). The audit trail's state
 and the rate limit are decided on every read, and every read is accounted in
 full. The body of a cached version is rendered once (``SecretValue.wire_json``);
@@ -139,7 +139,7 @@ def render_hit(body: bytes, request_id: str, age: float) -> bytes:
 
 @dataclass(slots=True)
 class _Ticket:
-    """A read decided in full for one connection's last request, served again while it holds.
+    """A read decided in full for one of a connection's requests, served again while it holds.
 
     It holds while the caller's identification would not change (the same
     bytes, so the same headers and peer, and :meth:`Authenticator.holds
@@ -226,8 +226,6 @@ class FastConnection:
         """Answer ``data`` if it is one request the hot path serves; False: nothing was done, hand it off."""
         if self._transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             return False
-        # Clients repeat themselves: the same bytes as the last plain request parse the same (and
-        # leave the parser as it was, between requests), so only the decisions below are taken again.
         ticket = self._tickets.get(data) if self._tickets else None
         if (
             ticket is not None
@@ -238,6 +236,8 @@ class FastConnection:
             # only what can change between two reads (the audit trail, the rate limit) is decided again.
             response = self._serve(ticket, age, time.perf_counter())
         else:
+            # The same bytes as the last plain request parse the same (and leave the parser as it
+            # was, between requests): only the decisions are taken again.
             if data != self._last and not self._parse(data):
                 return False
             response = self._answer(self._target)
