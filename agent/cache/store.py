@@ -282,8 +282,9 @@ class SecretCache:
         """Seconds since upstream vouched for ``hit`` while :meth:`fresh` would still find it, else None.
 
         Any change the hit rests on ends it: the id now names another ARN, the
-        entry was replaced (a confirmation, a rotation, an eviction), a failure
-        was recorded on it, or (a stage) it aged past the TTL.
+        entry was replaced (its stages moved, a rotation, an eviction), a
+        failure was recorded on it, or (a stage) it aged past the TTL. A
+        confirmation that changes nothing keeps the entry, only younger.
         """
         entry = hit.entry_ref()
         if entry is None or entry.error is not None or self._store._cache.get(hit.key) is not entry:
