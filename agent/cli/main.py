@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--older-than",
         type=float,
         metavar="SECONDS",
-        help="a queue whose heartbeat is older is an orphan (default 1800: six missed heartbeats; at least 600)",
+        help="a queue whose heartbeat is older is an orphan (default 1800: six missed heartbeats; under 600 warns)",
     )
     sweep.add_argument("--prefix", help="queue name prefix (default events.queue_prefix)")
     sweep.add_argument(
@@ -271,14 +271,19 @@ def _sweep_queues(args: argparse.Namespace) -> int:
     settings = _settings(args)
     agent_log.configure(settings.log.level, settings.log.format, stream=sys.stderr)
     older_than = DEFAULT_OLDER_THAN_SECONDS if args.older_than is None else args.older_than
-    if not older_than >= MIN_OLDER_THAN_SECONDS:  # NaN included
-        # A live agent is told from an orphan only by its heartbeat: below two of them, live queues go too.
+    if not older_than >= 0:  # NaN included
+        print("secrets-agent: --older-than must be 0 or more seconds", file=sys.stderr)
+        return EXIT_USAGE
+    if older_than < MIN_OLDER_THAN_SECONDS:
+        # A live agent is told from an orphan only by its heartbeat; below two of them a live queue may
+        # go too. Allowed (an operator who knows the agents are gone, a test), but never silently.
         print(
-            f"secrets-agent: --older-than must be at least {MIN_OLDER_THAN_SECONDS:.0f} seconds "
-            f"(two heartbeats: a live agent refreshes its queue's heartbeat tag every {HEARTBEAT_SECONDS} s)",
+            f"secrets-agent: warning: --older-than {older_than:g} is under two heartbeats "
+            f"({MIN_OLDER_THAN_SECONDS:.0f} s; a live agent refreshes its queue's heartbeat "
+            f"every {HEARTBEAT_SECONDS} s): "
+            "a live agent's queue may be removed too (it then makes a new one, missing events meanwhile)",
             file=sys.stderr,
         )
-        return EXIT_USAGE
     prefix = args.prefix or settings.events.queue_prefix
     topics = [*args.topic_arn, *([settings.events.sns_topic_arn] if settings.events.sns_topic_arn else [])]
     clients = build_clients(settings.aws, with_sqs=True, with_sns=True)
