@@ -260,24 +260,14 @@ LOADS = (("tcp", "wrk", 1), ("tcp", "wrk", 16), ("unix", "loadgen", 1), ("unix",
 
 def load_once(server: Server, socket: str, client: str, connections: int, binary: Path, seconds: int) -> Run:
     """One load on one server."""
-    if client == "wrk":
-        return measured(
-            server.name,
-            socket,
-            client,
-            connections,
-            server.pids,
-            lambda: wrk(server.port, connections, seconds, server.token),
-        )
     target = ("-u", str(server.socket)) if socket == "unix" else ("-p", str(server.port))
-    return measured(
-        server.name,
-        socket,
-        client,
-        connections,
-        server.pids,
-        lambda: loadgen(binary, target, connections, seconds, server.token),
-    )
+
+    def run() -> dict[str, float]:
+        if client == "wrk":
+            return wrk(server.port, connections, seconds, server.token)
+        return loadgen(binary, target, connections, seconds, server.token)
+
+    return measured(server.name, socket, client, connections, server.pids, run)
 
 
 def pick(runs: list[Run], server: str, socket: str, client: str, connections: int) -> Run:
