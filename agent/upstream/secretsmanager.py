@@ -14,10 +14,10 @@ from typing import Any
 
 from agent.core.errors import UpstreamError
 from agent.core.types import AWSCURRENT, SecretValue, Selector
-from agent.upstream.botodata import epoch_seconds
 from agent.upstream.calls import UpstreamCalls, client_error, translate
 from agent.upstream.regions import RegionalClients, arn_region
 from agent.upstream.source import BATCH_LIMIT, LIST_PAGE_SIZE, BatchResult, SecretMeta, VersionInfo
+from agent.upstream.times import epoch_seconds
 
 
 def value_from_response(reply: dict[str, Any]) -> SecretValue:

@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from agent.core.errors import SecretNotFound, UpstreamError
-from agent.upstream.botodata import epoch_seconds
 from agent.upstream.calls import UpstreamCalls
 from agent.upstream.regions import CLIENT_CREATION
+from agent.upstream.times import epoch_seconds
 
 SSM = "Systems Manager"
 GET_PARAMETERS_LIMIT = 10  # GetParameters' documented maximum Names length

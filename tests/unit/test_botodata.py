@@ -15,10 +15,10 @@ from botocore.regions import EndpointResolver
 from agent.upstream.botodata import (
     SERVICES,
     TrimmedLoader,
-    epoch_seconds,
     new_session,
     trim_endpoints,
 )
+from agent.upstream.times import epoch_seconds
 
 BUNDLED = Path(Loader.BUILTIN_DATA_PATH) / "endpoints.json"
 
