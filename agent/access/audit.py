@@ -34,16 +34,16 @@ import json
 import os
 import stat
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from agent.config.schema import AUDIT_ON_FAILURE
 from agent.core.errors import ConfigError
 from agent.core.log import get_logger
 from agent.core.metrics import Metrics
-from agent.core.types import AWSCURRENT, SecretValue, Selector
+from agent.core.types import AWSCURRENT, SecretValue, Selector, format_rfc3339, parse_rfc3339
 from agent.upstream.health import FailureBurst
 
 log = get_logger("agent.access.audit")
@@ -59,7 +59,7 @@ def served(value: SecretValue, selector: Selector) -> dict[str, Any]:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_rfc3339(time.time(), millis=True)
 
 
 # O_NONBLOCK: a FIFO planted at the path must be refused, not wait for a reader.
@@ -287,7 +287,7 @@ def recorded_rotations(path: str, *, max_bytes: int = RESTORE_MAX_BYTES) -> list
             record = json.loads(line)
             if record.get("type") != "rotation" or not isinstance(record.get("new_version"), str):
                 continue
-            seen = datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00")).timestamp()
+            seen = parse_rfc3339(str(record["time"]))
         except (ValueError, KeyError, AttributeError, TypeError):
             continue  # a torn or foreign line
         if not isinstance(record.get("arn"), str):

@@ -22,12 +22,12 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, TextIO
 
 from agent.cache.health import SEVERITY
 from agent.cli.exit_codes import EXIT_OK, EXIT_UNHEALTHY
 from agent.core.errors import ReadDenied, ReadFailed
+from agent.core.types import parse_rfc3339
 from agent.delivery.client import AgentClient
 
 UNHEALTHY = frozenset({"overdue", "failed", "stale"})
@@ -63,7 +63,7 @@ def exit_status(status: dict[str, Any]) -> int:
 def _time(value: str | None) -> float | None:
     if not value:
         return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return parse_rfc3339(value)
 
 
 def duration(seconds: float | None) -> str:

@@ -5,11 +5,25 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 
 AWSCURRENT = "AWSCURRENT"
 AWSPREVIOUS = "AWSPREVIOUS"
 AWSPENDING = "AWSPENDING"
+
+
+def format_rfc3339(epoch: float, *, millis: bool = False) -> str:
+    """Epoch seconds as RFC 3339 UTC: ``2026-11-30T23:59:01Z``, or ``…01.250Z`` with ``millis``."""
+    moment = datetime.fromtimestamp(epoch, UTC)
+    if millis:
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str) -> float:
+    """An RFC 3339 time (``Z`` or an offset) as epoch seconds; ValueError if it is not one."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from agent.core.errors import AgentError, Forbidden, SecretNotFound, UnknownOperation, ValidationError
+from agent.core.types import parse_rfc3339
 from agent.server.context import CACHE_KEY, CLIENT_KEY, COMPONENTS, DECISION_KEY, SECRET_ID_KEY, SERVED_KEY
 from agent.server.parameters import ParameterReader
 from agent.upstream.ssm import GET_PARAMETERS_LIMIT, ParameterValue, split_selector
@@ -37,7 +37,7 @@ def parameter_json(value: ParameterValue) -> dict[str, Any]:
     """A ``Parameter`` as the JSON protocol sends it: LastModifiedDate as epoch seconds."""
     fields = value.aws_fields()
     if value.last_modified is not None:
-        fields["LastModifiedDate"] = datetime.fromisoformat(value.last_modified.replace("Z", "+00:00")).timestamp()
+        fields["LastModifiedDate"] = parse_rfc3339(value.last_modified)
     return fields
 
 

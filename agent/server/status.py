@@ -19,7 +19,6 @@ The names are a public contract (scripts, ``secrets-agent status`` and the
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -27,15 +26,14 @@ from aiohttp import web
 from agent import __version__
 from agent.cache.health import SEVERITY
 from agent.cache.store import STAGE_CURRENT
+from agent.core.types import format_rfc3339
 from agent.server.context import CLIENT_KEY, COMPONENTS, Components
 from agent.server.health import readiness
 
 
 def rfc3339(epoch: float | None) -> str | None:
     """``2026-11-30T23:59:01Z`` (whole seconds), or None."""
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if epoch is None else format_rfc3339(epoch)
 
 
 async def status(request: web.Request) -> web.Response:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from agent.core.errors import SecretNotFound, UpstreamError
+from agent.core.types import format_rfc3339
 from agent.upstream.calls import UpstreamCalls
 from agent.upstream.regions import CLIENT_CREATION
 from agent.upstream.times import epoch_seconds
@@ -54,7 +54,7 @@ def _iso(moment: Any) -> str | None:
     seconds = epoch_seconds(moment)  # a float (see botodata.epoch_or_parsed), or a datetime
     if seconds is None:
         return None
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_rfc3339(seconds, millis=True)
 
 
 @dataclass(frozen=True)
